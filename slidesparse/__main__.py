@@ -1,0 +1,5 @@
+import sys
+
+from slidesparse.cli import main
+
+sys.exit(main())

@@ -1,0 +1,57 @@
+"""The ``slidesparse`` command line.
+
+Commands are thin: they parse, call one library function and print. Each lives in a module
+of :mod:`slidesparse.commands` that exports ``commands`` (a list of click commands); this
+module only assembles them and turns user errors into one line and exit code 2.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from slidesparse import __version__
+from slidesparse.errors import UserError
+
+# Modules under slidesparse/commands that contribute commands, in --help order.
+_COMMAND_MODULES = (
+    "env",
+    "patterns",
+    "verify",
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="slidesparse")
+def cli() -> None:
+    """SlideSparse: measure (L-2):L sparse GEMMs and models against dense cuBLASLt."""
+
+
+for _name in _COMMAND_MODULES:
+    for _command in importlib.import_module(f"slidesparse.commands.{_name}").commands:
+        cli.add_command(_command)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the CLI, print user errors as one line, return the exit code."""
+    try:
+        rv = cli.main(args=argv, prog_name="slidesparse", standalone_mode=False)
+    except UserError as exc:
+        click.echo(f"error: {exc}", err=True)
+        return UserError.exit_code
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        return 130
+    except click.ClickException as exc:
+        # click's own usage errors (unknown option, bad --K value): one line, exit 2.
+        click.echo(f"error: {exc.format_message()}", err=True)
+        return exc.exit_code
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    return rv if isinstance(rv, int) else 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
