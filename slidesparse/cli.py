@@ -20,6 +20,11 @@ _COMMAND_MODULES = (
     "env",
     "patterns",
     "verify",
+    "run",
+    "groups",
+    "quant",
+    "gemm",
+    "report",
 )
 
 

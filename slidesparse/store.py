@@ -301,6 +301,36 @@ class Store:
         """All rows as a DataFrame (nullable dtypes), duplicates by row_id dropped."""
         return to_frame(self.read_table(gpu_tag, move_corrupt=move_corrupt))
 
+    def compact_run(self, gpu_tag: str, run_id: str) -> Path | None:
+        """Merge the part files of one run into ``parts/<run_id>.parquet`` atomically.
+
+        The merged file is renamed into place before the small parts are removed, so a kill in
+        between leaves duplicates (dropped by ``row_id`` on read), never a loss.
+        """
+        parts_dir = self.tag_dir(gpu_tag) / "parts"
+        parts = sorted(parts_dir.glob(f"{run_id}-*.parquet"))
+        target = parts_dir / f"{run_id}.parquet"
+        if not parts:
+            return None
+        tables = []
+        if target.exists():
+            parts.insert(0, target)
+        for path in parts:
+            try:
+                tables.append(read_part(path))
+            except UserError:
+                raise
+            except Exception as exc:  # leave a bad part where read_table will quarantine it
+                warnings.warn(
+                    f"not compacting unreadable {path}: {exc}", StoreWarning, stacklevel=2
+                )
+                return None
+        write_table(target, _drop_duplicate_rows(pa.concat_tables(tables)))
+        for path in parts:
+            if path != target:
+                path.unlink()
+        return target
+
 
 def _drop_duplicate_rows(table: pa.Table) -> pa.Table:
     row_ids = table.column("row_id").to_pylist()
@@ -324,3 +354,17 @@ def latest_per_cell(frame: pd.DataFrame) -> pd.DataFrame:
         return frame
     ordered = frame.sort_values(["cell_id", "started_at"], kind="stable")
     return ordered.groupby("cell_id", sort=False).tail(1).reset_index(drop=True)
+
+
+# --- added for the runner ------------------------------------------------------------------
+
+
+def summarize(frame: pd.DataFrame) -> pd.DataFrame:
+    """Counts of the latest row per cell by GPU tag, task and status (for ``results``)."""
+    if frame.empty:
+        return pd.DataFrame(columns=["gpu_tag", "task", "status", "cells"])
+    latest = latest_per_cell(frame)
+    keys = [latest[c].astype(str) for c in ("gpu_tag", "task", "status")]
+    out = latest.groupby(keys).size().rename("cells").reset_index()
+    out.columns = ["gpu_tag", "task", "status", "cells"]
+    return out

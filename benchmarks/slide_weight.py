@@ -1,0 +1,36 @@
+"""How long pruning and sliding the largest model weight (Qwen2.5-7B gate_up^T, 37888 x 18944)
+take on this machine's CPU. Prints one line per pattern.
+
+    python benchmarks/slide_weight.py [--N 37888 --K 18944] [--patterns 2_4,2_8,2_16,2_inf]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from slidesparse.sparsity import parse_patterns, prune, slide_weight
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--N", type=int, default=37888)
+    ap.add_argument("--K", type=int, default=18944)
+    ap.add_argument("--patterns", default="2_4,2_8,2_16,2_inf")
+    ap.add_argument("--dtype", default="bfloat16")
+    args = ap.parse_args()
+    w = torch.randn(args.N, args.K).to(getattr(torch, args.dtype))
+    print(f"weight {args.N} x {args.K} {args.dtype}, {torch.get_num_threads()} CPU threads")
+    for p in parse_patterns(args.patterns):
+        t0 = time.perf_counter()
+        wp = prune(w, p)
+        t1 = time.perf_counter()
+        ws = slide_weight(wp, p)
+        t2 = time.perf_counter()
+        print(f"{p.name:>6}: prune {t1 - t0:6.2f} s  slide {t2 - t1:6.2f} s  -> {tuple(ws.shape)}")
+
+
+if __name__ == "__main__":
+    main()

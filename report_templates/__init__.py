@@ -1,0 +1,1 @@
+"""Data folder shipped inside the slidesparse wheel (mapped by pyproject.toml package-dir)."""
