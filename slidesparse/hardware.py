@@ -156,7 +156,7 @@ class MachineRecord:
     triton: str | None
     cusparselt: str | None
     cublaslt: str | None
-    ptxas: str | None  # the ptxas Triton resolves (after TRITON_PTXAS_PATH)
+    ptxas: str | None  # the ptxas Triton runs for this cc (after TRITON_PTXAS_* overrides)
     ptxas_version: str | None
     ptxas_env: dict[str, str] = field(default_factory=dict)
     python: str = field(default_factory=lambda: platform.python_version())
@@ -214,19 +214,28 @@ def _arch() -> str:
     return {"amd64": "x86_64", "arm64": "aarch64"}.get(m, m)
 
 
-def _triton_info() -> tuple[str | None, str | None, str | None, dict[str, str]]:
+def _triton_info(cc: tuple[int, int] | None):
+    """Triton's version and the ptxas it would run for ``cc`` (after TRITON_PTXAS_* overrides)."""
     env = {k: v for k, v in os.environ.items() if k.startswith("TRITON_PTXAS")}
     try:
         import triton
     except Exception:  # triton is optional on CPU machines
         return None, None, None, env
-    path = version = None
+    tool = None
     try:
-        tool = triton.knobs.nvidia.ptxas  # resolves TRITON_PTXAS_PATH like a compile would
-        path, version = tool.path, tool.version
-    except Exception:  # older Triton without knobs, or no CUDA backend
-        path = env.get("TRITON_PTXAS_PATH") or shutil.which("ptxas")
-    return triton.__version__, path, version, env
+        # get_ptxas(arch) is what a compile calls: from sm100 on it may pick the Blackwell ptxas
+        # (TRITON_PTXAS_BLACKWELL_PATH) instead of TRITON_PTXAS_PATH.
+        from triton.backends.nvidia.compiler import get_ptxas
+
+        tool = get_ptxas(cc[0] * 10 + cc[1] if cc else 90)
+    except Exception:  # older Triton: fall back to the knob, then PATH
+        try:
+            tool = triton.knobs.nvidia.ptxas
+        except Exception:
+            tool = None
+    if tool is not None:
+        return triton.__version__, tool.path, tool.version, env
+    return triton.__version__, env.get("TRITON_PTXAS_PATH") or shutil.which("ptxas"), None, env
 
 
 def _driver_version() -> str | None:
@@ -259,7 +268,6 @@ def detect_machine() -> MachineRecord:
     """Probe this process's view of the machine (initializes CUDA if a device exists)."""
     import torch
 
-    triton_version, ptxas, ptxas_version, ptxas_env = _triton_info()
     rec = MachineRecord(
         gpu_name=None,
         cc=None,
@@ -268,14 +276,14 @@ def detect_machine() -> MachineRecord:
         driver=None,
         cuda_runtime=None,
         torch=torch.__version__,
-        triton=triton_version,
+        triton=None,
         cusparselt=None,
         cublaslt=None,
-        ptxas=ptxas,
-        ptxas_version=ptxas_version,
-        ptxas_env=ptxas_env,
+        ptxas=None,
+        ptxas_version=None,
     )
     if not torch.cuda.is_available():
+        rec.triton, rec.ptxas, rec.ptxas_version, rec.ptxas_env = _triton_info(None)
         return rec
     props = torch.cuda.get_device_properties(0)
     rec.gpu_name = props.name
@@ -291,6 +299,7 @@ def detect_machine() -> MachineRecord:
     except Exception:  # torch built without cuSPARSELt
         rec.cusparselt = None
     rec.cublaslt = _cublaslt_version()
+    rec.triton, rec.ptxas, rec.ptxas_version, rec.ptxas_env = _triton_info(rec.cc)
     return rec
 
 
