@@ -289,28 +289,34 @@ def slide_weight(w: torch.Tensor, pattern: str | Pattern) -> torch.Tensor:
         pairs = _pad_last(raw, k_pad(K, p)).reshape(N, -1, 2)
         windows = torch.cat([pairs, torch.zeros_like(pairs)], dim=-1)  # [N, K/2, 4]
         return _unraw(_pad_last(windows.reshape(N, -1), ks).contiguous(), w)
-    if not check_pattern(w, p):
-        raise UserError(
-            f"weight [{N}, {K}] violates {p.name} ({p.paper}): some group of {p.L} has fewer "
-            f"than 2 zeros; prune it first (slidesparse.sparsity.prune)"
-        )
     L, nw = p.L, p.windows
     # Slot-major [L, N, G] / [4·NW, N, G]: each slot's pass touches one contiguous slice.
     src = _groups(raw, L).movedim(-1, 0).contiguous()
     nz = _groups(_nonzero_mask(w).to(torch.uint8), L).movedim(-1, 0).contiguous().bool()
-    placed = torch.zeros_like(nz)
     out = src.new_zeros((4 * nw, *src.shape[1:]))
     zero = out.new_zeros(())
+    # The greedy, window by window. Offsets 2w and 2w+1 were lanes 2-3 of window w-1, so the
+    # only state between windows is which of them are still unplaced non-zeros (c0, c1); they
+    # always fit in lanes 0-1. Lanes 2-3 then take non-zeros while the window holds < 2.
+    c0, c1 = nz[0], nz[1]
     for win in range(nw):
-        count = torch.zeros(nz.shape[1:], dtype=torch.int8, device=w.device)
-        for lane in range(4):
-            s = 2 * win + lane
-            take = nz[s] & ~placed[s] & (count < 2)
-            torch.where(take, src[s], zero, out=out[4 * win + lane])
-            placed[s] |= take
-            count += take
-    if bool((nz & ~placed).any()):  # cannot happen for a valid pattern: the greedy is complete
-        raise AssertionError("greedy slide left a non-zero unplaced")
+        n2, n3 = nz[2 * win + 2], nz[2 * win + 3]
+        both = c0 & c1
+        take2 = n2 & ~both
+        take3 = n3 & ~(both | (take2 & (c0 | c1)))
+        slot = 4 * win
+        torch.where(c0, src[2 * win], zero, out=out[slot])
+        torch.where(c1, src[2 * win + 1], zero, out=out[slot + 1])
+        torch.where(take2, src[2 * win + 2], zero, out=out[slot + 2])
+        torch.where(take3, src[2 * win + 3], zero, out=out[slot + 3])
+        c0, c1 = n2 & ~take2, n3 & ~take3
+    # Every non-zero is placed unless the last window had to leave one behind, which happens
+    # exactly when some group holds more than L-2 non-zeros (the greedy is complete otherwise).
+    if bool((c0 | c1).any()):
+        raise UserError(
+            f"weight [{N}, {K}] violates {p.name} ({p.paper}): some group of {p.L} has fewer "
+            f"than 2 zeros; prune it first (slidesparse.sparsity.prune)"
+        )
     out = out.movedim(0, -1).reshape(N, -1)
     return _unraw(_pad_last(out, ks).contiguous(), w)
 
