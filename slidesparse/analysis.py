@@ -1,0 +1,412 @@
+"""Derived numbers for the reports: speedups, efficiencies, pass tables, failure patterns.
+
+Pure pandas over store frames (:meth:`slidesparse.store.Store.read`). The rules, stated once:
+
+* Cells: rows equal on :data:`slidesparse.store.KEY_COLUMNS` describe one cell; the latest ok
+  row wins, else the latest row (older rows stay in the store as history).
+* Kernel speedup: for one (GPU, mode, model, layer, dtype, M) the dense baseline is the
+  fastest ok ``dense`` row, whatever its backend; each pattern's latency is its fastest ok
+  row; speedup = dense latency / pattern latency. A model total sums the four layers at the
+  same M, only where all four exist on both sides.
+* End-to-end speedup: sparse tokens/s over the cuBLASLt dense tokens/s of the same (GPU,
+  stage, model, dtype, M); also over vLLM's CUTLASS path where that was measured.
+* A speedup above the ideal bound L/(L-2) by more than 3% marks the baseline as suspect: it
+  is shown, flagged, never as a result.
+* Eff_L = (S_L / S_2_4) / (0.5 · L/(L-2)) (SLIDESPARSE.md §5).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+
+import numpy as np
+import pandas as pd
+
+SUSPECT_MARGIN = 1.03
+INT32_MAX = 2**31 - 1
+LAYERS = ("qkv", "o", "gate_up", "down")
+_KEY = (
+    "gpu_tag",
+    "task",
+    "model",
+    "layer",
+    "mode",
+    "dtype",
+    "out_dtype",
+    "backend",
+    "sparsity",
+    "M",
+    "N",
+    "K",
+)
+_INT_COLS = ("M", "N", "K", "K_slide", "alg_id", "split_k", "workspace_bytes", "n_samples")
+_DENSE_ORDER = ("cutlass", "cublaslt", "torch-builtin", "cpu-ref")
+
+
+def _sparse_order() -> tuple[str, ...]:
+    from slidesparse.sparsity import ALL_SPARSE
+
+    return ALL_SPARSE
+
+
+def ideal(pattern: str) -> float:
+    """The ideal speedup L/(L-2) of a canonical pattern name."""
+    from slidesparse.sparsity import ideal_speedup
+
+    return ideal_speedup(pattern)
+
+
+def plain(frame: pd.DataFrame) -> pd.DataFrame:
+    """A store frame with plain pandas dtypes: strings as object/None, numbers as float/Int64."""
+    out = pd.DataFrame(index=range(len(frame)))
+    for col in frame.columns:
+        s = frame[col].reset_index(drop=True)
+        if col in _INT_COLS:
+            out[col] = pd.array(s.astype("float64"), dtype="Int64") if len(s) else s.astype("Int64")
+        elif col == "started_at":
+            out[col] = pd.to_datetime(s.astype(object), utc=True)
+        elif pd.api.types.is_float_dtype(s.dtype) or str(s.dtype).startswith(("double", "float")):
+            out[col] = s.astype("float64")
+        else:
+            out[col] = s.astype(object).where(s.notna(), None)
+    return out
+
+
+def resolve_cells(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per cell: its latest ok row, else its latest row."""
+    if frame.empty:
+        return frame.copy()
+    f = frame.copy()
+    f["_ok"] = (f["status"] == "ok").astype(int)
+    f["_key"] = ["|".join(map(str, t)) for t in zip(*(f[c] for c in _KEY), strict=True)]
+    f = f.sort_values(["_key", "_ok", "started_at", "row_id"], kind="stable")
+    return (
+        f.groupby("_key", sort=False).tail(1).drop(columns=["_ok", "_key"]).reset_index(drop=True)
+    )
+
+
+def order_models(models: Iterable[str]) -> list[str]:
+    """Models in the SLIDESPARSE.md order (smallest first), unknown ones after, sorted."""
+    try:
+        from slidesparse.models import MODELS
+
+        known = list(MODELS)
+    except ImportError:  # models.py not installed in a stripped tree
+        known = []
+    models = [m for m in dict.fromkeys(models) if m is not None]
+    return [m for m in known if m in models] + sorted(m for m in models if m not in known)
+
+
+def order_patterns(patterns: Iterable[str]) -> list[str]:
+    """Patterns in L order (2_4 ... 2_16, 2_inf)."""
+    rank = {p: i for i, p in enumerate(_sparse_order())}
+    return sorted(set(patterns), key=lambda p: (rank.get(p, 99), p))
+
+
+def variant(backend: str, sparsity: str) -> str:
+    """A row's backend/pattern label: ``cublaslt``, ``cutlass``, ``cusparselt 2_8``."""
+    return backend if sparsity in (None, "dense") else f"{backend} {sparsity}"
+
+
+def order_variants(labels: Iterable[str]) -> list[str]:
+    """Dense backends first (CUTLASS, cuBLASLt, ...), then sparse ones in L order."""
+    rank = {p: i for i, p in enumerate(_sparse_order())}
+
+    def key(label: str):
+        backend, _, pattern = label.partition(" ")
+        if not pattern:
+            dense = _DENSE_ORDER.index(backend) if backend in _DENSE_ORDER else 50
+            return (0, dense, backend, 0)
+        return (1, 0, backend, rank.get(pattern, 99))
+
+    return sorted(set(labels), key=key)
+
+
+# ------------------------------------------------------------------------ kernel speedups
+
+_KGROUP = ["gpu_tag", "mode", "model", "layer", "dtype", "M", "N", "K"]
+
+
+def _fastest(frame: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    f = frame.sort_values("latency_us", kind="stable")
+    return f.groupby(by, dropna=False, sort=False).head(1)
+
+
+def kernel_speedups(cells: pd.DataFrame) -> pd.DataFrame:
+    """Per-layer (or square) kernel speedups over the strongest dense baseline.
+
+    Columns: gpu_tag, mode, model, layer, dtype, M, N, K, sparsity, dense_latency_us,
+    dense_backend, latency_us, backend, speedup, ideal, suspect.
+    """
+    cols = [*_KGROUP, "sparsity", "dense_latency_us", "dense_backend", "latency_us"]
+    cols += ["backend", "speedup", "ideal", "suspect"]
+    if cells.empty:
+        return pd.DataFrame(columns=cols)
+    ok = cells[(cells["task"] == "kernel-gemm") & (cells["status"] == "ok")]
+    ok = ok[ok["latency_us"].notna() & (ok["layer"].fillna("") != "total")]
+    ok = ok.assign(model=ok["model"].fillna(""), layer=ok["layer"].fillna(""))
+    dense = _fastest(ok[ok["sparsity"] == "dense"], _KGROUP)
+    dense = dense[[*_KGROUP, "latency_us", "backend"]].rename(
+        columns={"latency_us": "dense_latency_us", "backend": "dense_backend"}
+    )
+    sparse = _fastest(ok[ok["sparsity"] != "dense"], [*_KGROUP, "sparsity"])
+    sparse = sparse[[*_KGROUP, "sparsity", "latency_us", "backend"]]
+    out = dense.merge(sparse, on=_KGROUP, how="inner")
+    return _with_speedup(out, out["dense_latency_us"] / out["latency_us"])[cols]
+
+
+def _with_speedup(frame: pd.DataFrame, speedup: pd.Series) -> pd.DataFrame:
+    frame = frame.assign(speedup=speedup.astype(float))
+    frame["ideal"] = [ideal(p) for p in frame["sparsity"]]
+    frame["suspect"] = frame["speedup"] > frame["ideal"] * SUSPECT_MARGIN
+    return frame.reset_index(drop=True)
+
+
+def model_totals(speedups: pd.DataFrame) -> pd.DataFrame:
+    """Model-total speedups: the four layer latencies summed at the same M, both sides."""
+    group = ["gpu_tag", "model", "dtype", "M", "sparsity"]
+    cols = [*group, "dense_latency_us", "latency_us", "speedup", "ideal", "suspect"]
+    model = speedups[speedups["mode"] == "model"]
+    if model.empty:
+        return pd.DataFrame(columns=cols)
+    agg = model.groupby(group, sort=False).agg(
+        dense_latency_us=("dense_latency_us", "sum"),
+        latency_us=("latency_us", "sum"),
+        layers=("layer", lambda s: frozenset(s)),
+    )
+    agg = agg[agg["layers"].map(lambda s: s >= set(LAYERS))].reset_index()
+    return _with_speedup(agg, agg["dense_latency_us"] / agg["latency_us"])[cols]
+
+
+def efficiencies(speedups: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    """Eff_L = (S_L / S_2_4) / (0.5 · L/(L-2)) for every row that has a 2_4 partner on ``by``."""
+    base = speedups[speedups["sparsity"] == "2_4"][[*by, "speedup"]]
+    merged = speedups.merge(base.rename(columns={"speedup": "s24"}), on=by, how="inner")
+    merged["efficiency"] = (merged["speedup"] / merged["s24"]) / (0.5 * merged["ideal"])
+    return merged.drop(columns=["s24"])
+
+
+# ------------------------------------------------------------------------ end to end
+
+_EGROUP = ["gpu_tag", "task", "mode", "model", "dtype", "M"]
+
+
+def e2e_speedups(cells: pd.DataFrame) -> pd.DataFrame:
+    """End-to-end speedups: sparse tokens/s over cuBLASLt (and CUTLASS) dense tokens/s."""
+    cols = [*_EGROUP, "sparsity", "dense_tokens_per_s", "tokens_per_s", "speedup"]
+    cols += ["cutlass_tokens_per_s", "speedup_vs_cutlass", "ideal", "suspect"]
+    if cells.empty:
+        return pd.DataFrame(columns=cols)
+    ok = cells[cells["task"].isin(["e2e-prefill", "e2e-decode"]) & (cells["status"] == "ok")]
+    ok = ok[ok["tokens_per_s"].notna()]
+
+    def best(backend: str, name: str) -> pd.DataFrame:
+        f = ok[(ok["backend"] == backend) & (ok["sparsity"] == "dense")]
+        f = f.sort_values("tokens_per_s", ascending=False, kind="stable")
+        return (
+            f.groupby(_EGROUP, sort=False)
+            .head(1)[[*_EGROUP, "tokens_per_s"]]
+            .rename(columns={"tokens_per_s": name})
+        )
+
+    sparse = ok[ok["sparsity"] != "dense"].sort_values("tokens_per_s", ascending=False)
+    sparse = sparse.groupby([*_EGROUP, "sparsity"], sort=False).head(1)
+    out = best("cublaslt", "dense_tokens_per_s").merge(
+        sparse[[*_EGROUP, "sparsity", "tokens_per_s"]], on=_EGROUP, how="inner"
+    )
+    out = out.merge(best("cutlass", "cutlass_tokens_per_s"), on=_EGROUP, how="left")
+    out["speedup_vs_cutlass"] = out["tokens_per_s"] / out["cutlass_tokens_per_s"]
+    return _with_speedup(out, out["tokens_per_s"] / out["dense_tokens_per_s"])[cols]
+
+
+# ------------------------------------------------------------------------ pass tables
+
+
+def pass_counts(cells: pd.DataFrame, tasks: Iterable[str]) -> pd.DataFrame:
+    """ok / total cells per (task, dtype, mode, variant, model); model "" for square."""
+    cols = ["task", "dtype", "mode", "variant", "model", "ok", "total"]
+    f = cells[cells["task"].isin(list(tasks))] if not cells.empty else cells
+    f = f[f["layer"].fillna("") != "total"] if not f.empty else f
+    if f.empty:
+        return pd.DataFrame(columns=cols)
+    f = f.assign(
+        variant=[variant(b, s) for b, s in zip(f["backend"], f["sparsity"], strict=True)],
+        model=f["model"].fillna(""),
+        ok=(f["status"] == "ok").astype(int),
+    )
+    g = f.groupby(["task", "dtype", "mode", "variant", "model"], sort=False)
+    return g.agg(ok=("ok", "sum"), total=("ok", "size")).reset_index()[cols]
+
+
+# ------------------------------------------------------------------------ failure mining
+
+_DIMS = ("model", "backend", "sparsity", "dtype", "M", "layer", "mode")
+_SHARED = ("model", "backend", "sparsity", "dtype", "M")
+
+
+def failure_groups(cells: pd.DataFrame, models: dict | None = None) -> list[dict]:
+    """Group failed cells and state what they share, with data-derived recommendations.
+
+    Failures are grouped by (task, error class), and further by model when they share none
+    of model, backend, pattern, dtype and M. Each group: task, error_class, n, message (the
+    most common error text), factors (dims with one value), every (dims whose every value
+    in that context failed), values (other dims: the values that failed), m_from (the
+    failures are exactly the cells with M >= this), exclusive (every cell sharing the
+    factors failed), hints and a recommendation.
+    """
+    if cells.empty:
+        return []
+    f = cells.assign(
+        layer=cells["layer"].fillna(""),
+        model=cells["model"].fillna(""),
+        sparsity=cells["sparsity"].fillna("dense"),
+    )
+    f = f[f["layer"] != "total"]
+    out = []
+    failed = f[f["status"] == "failed"]
+    for (task, err), sub in failed.groupby(["task", "error_class"], dropna=False, sort=True):
+        context = f[f["task"] == task]
+        shared = any(sub[d].nunique(dropna=False) == 1 for d in _SHARED)
+        groups = [sub] if shared else [g for _, g in sub.groupby("model", sort=False)]
+        for group in groups:
+            out.append(_describe(group, context, task, err, models or {}))
+    return sorted(out, key=lambda g: (-g["n"], g["task"], str(g["factors"])))
+
+
+def _describe(group: pd.DataFrame, context: pd.DataFrame, task, err, models: dict) -> dict:
+    factors = {d: group[d].iloc[0] for d in _DIMS if group[d].nunique(dropna=False) == 1}
+    factors = {d: v for d, v in factors.items() if v not in ("", None)}
+    if not str(task).startswith("kernel"):
+        factors.pop("mode", None)  # an end-to-end task implies its mode
+    if factors.get("sparsity") == "dense" and "backend" in factors:
+        factors.pop("sparsity")
+    sel = context
+    for d, v in factors.items():
+        sel = sel[sel[d] == v]
+    every, values = [], {}
+    for d in ("backend", "sparsity", "dtype", "M", "model", "layer"):
+        if d in factors or group[d].nunique() <= 1:
+            continue
+        if set(group[d]) >= set(sel[d]):
+            every.append(d)
+        else:
+            values[d] = sorted(set(group[d]), key=_sort_key)
+    m_from = None
+    if "M" not in factors and "M" not in every and len(sel):
+        m0 = int(group["M"].min())
+        if ((sel["M"] >= m0) == (sel["status"] == "failed")).all():
+            m_from = m0
+            values.pop("M", None)
+    exclusive = bool(len(sel) == len(group))
+    messages = group["error_message"].dropna()
+    result = {
+        "task": task,
+        "error_class": err if isinstance(err, str) else "error",
+        "n": len(group),
+        "message": messages.mode().iloc[0] if len(messages) else None,
+        "factors": [[d, _fmt(v)] for d, v in factors.items()],
+        "every": every,
+        "values": {d: [_fmt(v) for v in vs] for d, vs in values.items()},
+        "m_from": m_from,
+        "exclusive": exclusive,
+        "hints": [],
+        "recommendation": None,
+    }
+    model = factors.get("model")
+    ok_same_model = context[(context["model"] == model) & (context["status"] == "ok")]
+    if model and ok_same_model.empty:
+        result["recommendation"] = {"kind": "skip_model", "model": model}
+        weight = _linear_bytes(model, factors.get("dtype"), models)
+        if weight:
+            result["hints"].append({"kind": "weights", "model": model, "bytes": weight})
+    elif model:
+        first_bad = int(group["M"].min())
+        passed = ok_same_model[ok_same_model["M"] < first_bad]["M"]
+        if len(passed):
+            result["recommendation"] = {
+                "kind": "cap_m",
+                "model": model,
+                "max_m": int(passed.max()),
+                "first_bad": first_bad,
+            }
+        hint = _overflow_hint(model, first_bad, models)
+        if hint:
+            result["hints"].append(hint)
+    elif "backend" in factors and ("dtype" in factors or "sparsity" in factors):
+        result["recommendation"] = {
+            "kind": "avoid_variant",
+            "variant": variant(factors["backend"], factors.get("sparsity", "dense")),
+            "dtype": factors.get("dtype"),
+            "mode": factors.get("mode"),
+        }
+    return result
+
+
+def _sort_key(v):
+    return (0, v, "") if isinstance(v, int | np.integer) else (1, 0, str(v))
+
+
+def _fmt(v):
+    return int(v) if isinstance(v, int | np.integer) else v
+
+
+def _spec(model: str, models: dict):
+    if model in models:
+        return models[model]
+    try:
+        from slidesparse.models import get_model
+
+        return get_model(model)
+    except Exception:  # unknown model name in old data: no shape-derived hints
+        return None
+
+
+def _overflow_hint(model: str, m: int, models: dict) -> dict | None:
+    spec = _spec(model, models)
+    if spec is None:
+        return None
+    layer, (n, k) = max(spec.layers.items(), key=lambda kv: max(kv[1]))
+    elems = m * max(n, k)
+    if elems <= INT32_MAX:
+        return None
+    return {
+        "kind": "int32",
+        "model": model,
+        "M": m,
+        "layer": layer,
+        "dim": max(n, k),
+        "elems": elems,
+    }
+
+
+def _linear_bytes(model: str, dtype: str | None, models: dict) -> int | None:
+    spec = _spec(model, models)
+    params = getattr(spec, "linear_params", None)
+    if not params:
+        return None
+    width = {"fp16": 2, "bf16": 2, "int8": 1, "fp8": 1, "fp4": 0.5}.get(dtype or "int8", 1)
+    return int(params * width)
+
+
+# ------------------------------------------------------------------------ bookkeeping
+
+
+def recorded_times(frame: pd.DataFrame) -> tuple[datetime | None, datetime | None]:
+    """First and last recorded start times (legacy sentinels at the epoch are ignored)."""
+    if frame.empty:
+        return None, None
+    t = pd.to_datetime(frame["started_at"], utc=True)
+    t = t[t > pd.Timestamp("1971-01-01", tz="UTC")]
+    if t.empty:
+        return None, None
+    return t.min().to_pydatetime(), t.max().to_pydatetime()
+
+
+def task_times(frame: pd.DataFrame) -> pd.DataFrame:
+    """Cells and summed duration_s per task (NaN where no duration was recorded)."""
+    if frame.empty:
+        return pd.DataFrame(columns=["task", "rows", "duration_s"])
+    g = frame.groupby("task", sort=True)
+    out = g.agg(rows=("task", "size"), duration_s=("duration_s", lambda s: s.sum(min_count=1)))
+    return out.reset_index()

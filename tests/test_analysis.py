@@ -1,0 +1,298 @@
+"""Analysis rules on hand-built cells: speedups, totals, efficiencies, pass tables, failures."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pandas as pd
+import pytest
+
+from slidesparse import analysis as A
+from slidesparse.store import rows_to_table, to_frame
+
+T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+TAG = "H100_cc90_py312_cu129_x86_64"
+TAG2 = "B200_cc100_py312_cu129_x86_64"
+QWEN7 = {"qkv": (4608, 3584), "o": (3584, 3584), "gate_up": (37888, 3584), "down": (3584, 18944)}
+
+
+def _row(i: int, **kw) -> dict:
+    row = {
+        "row_id": f"r{i:05d}",
+        "run_id": "run-1",
+        "cell_id": f"c{i:05d}",
+        "gpu_tag": TAG,
+        "status": "ok",
+        "started_at": T0 + timedelta(seconds=i),
+        "duration_s": 1.5,
+    }
+    row.update(kw)
+    return row
+
+
+def synthetic_rows(tag: str = TAG, scale: float = 1.0) -> list[dict]:
+    """A small store: square and Qwen2.5-7B kernel rows, prefill e2e rows with failures."""
+    rows, i = [], 0
+
+    def add(**kw):
+        nonlocal i
+        rows.append(_row(i, gpu_tag=tag, row_id=f"{tag[:4]}{i:05d}", **kw))
+        i += 1
+
+    k = dict(task="kernel-gemm", dtype="int8")
+    for m in (1024, 4096):
+        # two dense backends: the faster one is the baseline
+        add(
+            **k,
+            mode="square",
+            backend="cublaslt",
+            sparsity="dense",
+            M=m,
+            N=m,
+            K=m,
+            latency_us=100.0 * scale * m / 1024,
+        )
+        add(
+            **k,
+            mode="square",
+            backend="torch-builtin",
+            sparsity="dense",
+            M=m,
+            N=m,
+            K=m,
+            latency_us=120.0 * scale * m / 1024,
+        )
+        for p, s in (("2_4", 1.6), ("2_8", 1.2), ("2_inf", 0.8)):
+            add(
+                **k,
+                mode="square",
+                backend="cusparselt",
+                sparsity=p,
+                M=m,
+                N=m,
+                K=m,
+                latency_us=100.0 * scale * m / 1024 / s,
+            )
+        for layer, (n, kk) in QWEN7.items():
+            add(
+                **k,
+                mode="model",
+                model="Qwen2.5-7B",
+                layer=layer,
+                backend="cublaslt",
+                sparsity="dense",
+                M=m,
+                N=n,
+                K=kk,
+                latency_us=10.0 * scale,
+            )
+            for p, s in (("2_4", 1.5), ("2_8", 1.25)):
+                add(
+                    **k,
+                    mode="model",
+                    model="Qwen2.5-7B",
+                    layer=layer,
+                    backend="cusparselt",
+                    sparsity=p,
+                    M=m,
+                    N=n,
+                    K=kk,
+                    latency_us=10.0 * scale / s,
+                )
+    # a speedup above the 2_4 bound: the dense baseline is suspect
+    add(**k, mode="square", backend="cublaslt", sparsity="dense", M=64, N=64, K=64, latency_us=9.0)
+    add(**k, mode="square", backend="cusparselt", sparsity="2_4", M=64, N=64, K=64, latency_us=3.0)
+    e = dict(task="e2e-prefill", mode="prefill", dtype="int8")
+    for model in ("Llama3.2-1B", "Qwen2.5-7B"):
+        for m in (512, 32768, 65536):
+            failing = model == "Qwen2.5-7B" and m == 65536
+            for backend, p, tok in (
+                ("cublaslt", "dense", 1000.0),
+                ("cusparselt", "2_4", 1300.0),
+                ("cusparselt", "2_8", 1100.0),
+            ):
+                if failing:
+                    add(
+                        **e,
+                        model=model,
+                        backend=backend,
+                        sparsity=p,
+                        M=m,
+                        status="failed",
+                        error_class="cuda_illegal_address",
+                        error_message="CUDA error: an illegal memory access was encountered",
+                    )
+                else:
+                    add(
+                        **e,
+                        model=model,
+                        backend=backend,
+                        sparsity=p,
+                        M=m,
+                        tokens_per_s=tok * scale,
+                        requests_per_s=1.0,
+                        elapsed_s=2.0,
+                    )
+    return rows
+
+
+def frame_of(rows: list[dict]) -> pd.DataFrame:
+    return A.plain(to_frame(rows_to_table(rows)))
+
+
+@pytest.fixture(scope="module")
+def cells():
+    return A.resolve_cells(frame_of(synthetic_rows()))
+
+
+def test_dense_baseline_is_fastest_dense_backend(cells):
+    sp = A.kernel_speedups(cells)
+    sq = sp[(sp["mode"] == "square") & (sp["M"] == 1024)].set_index("sparsity")
+    assert set(sq["dense_backend"]) == {"cublaslt"}
+    assert sq.loc["2_4", "speedup"] == pytest.approx(1.6)
+    assert sq.loc["2_inf", "speedup"] == pytest.approx(0.8)
+    assert not sq["suspect"].any()
+
+
+def test_speedup_above_bound_is_suspect(cells):
+    sp = A.kernel_speedups(cells)
+    row = sp[(sp["M"] == 64) & (sp["sparsity"] == "2_4")].iloc[0]
+    assert row["speedup"] == pytest.approx(3.0)
+    assert bool(row["suspect"])
+
+
+def test_model_totals_need_all_four_layers(cells):
+    sp = A.kernel_speedups(cells)
+    totals = A.model_totals(sp)
+    t = totals[(totals["M"] == 4096) & (totals["sparsity"] == "2_8")].iloc[0]
+    assert t["dense_latency_us"] == pytest.approx(40.0)
+    assert t["speedup"] == pytest.approx(1.25)
+    three = sp[~((sp["layer"] == "down") & (sp["M"] == 1024))]
+    assert set(A.model_totals(three)["M"]) == {4096}
+
+
+def test_efficiency_formula(cells):
+    sp = A.kernel_speedups(cells)
+    eff = A.efficiencies(sp[sp["mode"] == "square"], ["gpu_tag", "M", "N", "K"])
+    e = eff[(eff["M"] == 1024)].set_index("sparsity")["efficiency"]
+    assert e["2_4"] == pytest.approx(1.0)
+    assert e["2_8"] == pytest.approx((1.2 / 1.6) / (0.5 * 8 / 6))
+    assert e["2_inf"] == pytest.approx((0.8 / 1.6) / 0.5)
+
+
+def test_e2e_speedups(cells):
+    e = A.e2e_speedups(cells)
+    got = e[(e["model"] == "Llama3.2-1B") & (e["M"] == 512)].set_index("sparsity")["speedup"]
+    assert got["2_4"] == pytest.approx(1.3)
+    assert got["2_8"] == pytest.approx(1.1)
+    assert 65536 not in set(e[e["model"] == "Qwen2.5-7B"]["M"])
+
+
+def test_latest_ok_row_wins():
+    rows = synthetic_rows()[:1]
+    later_fail = {
+        **rows[0],
+        "row_id": "x1",
+        "status": "failed",
+        "error_class": "timeout",
+        "latency_us": None,
+        "started_at": T0 + timedelta(days=1),
+    }
+    later_ok = {
+        **rows[0],
+        "row_id": "x2",
+        "latency_us": 42.0,
+        "started_at": T0 + timedelta(hours=1),
+    }
+    cells = A.resolve_cells(frame_of([*rows, later_fail, later_ok]))
+    assert len(cells) == 1
+    assert cells.iloc[0]["row_id"] == "x2"
+
+
+def test_pass_counts(cells):
+    p = A.pass_counts(cells, ["e2e-prefill"])
+    q = p[(p["model"] == "Qwen2.5-7B") & (p["variant"] == "cusparselt 2_8")].iloc[0]
+    assert (q["ok"], q["total"]) == (2, 3)
+    assert A.order_variants(["cusparselt 2_10", "cublaslt", "cusparselt 2_4", "cutlass"]) == [
+        "cutlass",
+        "cublaslt",
+        "cusparselt 2_4",
+        "cusparselt 2_10",
+    ]
+
+
+def test_failure_mining_states_the_common_factor(cells):
+    groups = A.failure_groups(cells)
+    assert len(groups) == 1
+    g = groups[0]
+    assert g["n"] == 3 and g["exclusive"]
+    assert dict(g["factors"]) == {"model": "Qwen2.5-7B", "dtype": "int8", "M": 65536}
+    assert set(g["every"]) == {"backend", "sparsity"}
+    assert g["recommendation"] == {
+        "kind": "cap_m",
+        "model": "Qwen2.5-7B",
+        "max_m": 32768,
+        "first_bad": 65536,
+    }
+    assert g["hints"][0]["kind"] == "int32" and g["hints"][0]["elems"] == 65536 * 37888
+
+
+def test_failure_mining_model_that_never_ran():
+    rows = [
+        _row(
+            i,
+            task="e2e-prefill",
+            mode="prefill",
+            dtype="int8",
+            model="Qwen2.5-14B",
+            backend="cublaslt",
+            sparsity="dense",
+            M=m,
+            status="failed",
+            error_class="oom",
+        )
+        for i, m in enumerate((512, 1024, 2048))
+    ]
+    rows.append(
+        _row(
+            9,
+            task="e2e-prefill",
+            mode="prefill",
+            dtype="int8",
+            model="Llama3.2-1B",
+            backend="cublaslt",
+            sparsity="dense",
+            M=512,
+            tokens_per_s=5.0,
+        )
+    )
+    (g,) = A.failure_groups(A.resolve_cells(frame_of(rows)))
+    assert g["recommendation"] == {"kind": "skip_model", "model": "Qwen2.5-14B"}
+    assert g["hints"][0]["kind"] == "weights" and g["hints"][0]["bytes"] > 10 * 2**30
+    assert g["every"] == ["M"]
+
+
+def test_failure_mining_threshold_in_m():
+    rows, i = [], 0
+    for m in (512, 1024, 2048, 4096):
+        for p, limit in (("2_4", 2048), ("2_8", 1024)):
+            bad = m >= limit
+            rows.append(
+                _row(
+                    i,
+                    task="e2e-prefill",
+                    mode="prefill",
+                    dtype="int8",
+                    model="Qwen2.5-7B",
+                    backend="cusparselt",
+                    sparsity=p,
+                    M=m,
+                    status="failed" if bad else "ok",
+                    error_class="oom" if bad else None,
+                    tokens_per_s=None if bad else 1.0,
+                )
+            )
+            i += 1
+    (g,) = A.failure_groups(A.resolve_cells(frame_of(rows)))
+    assert g["recommendation"]["kind"] == "cap_m" and g["recommendation"]["max_m"] == 512
+    assert g["values"]["M"] == [1024, 2048, 4096]

@@ -1,0 +1,138 @@
+"""Rendered reports: golden files on a synthetic store, languages, empty and failed stores, CLI.
+
+Regenerate the goldens after an intended change with
+``SLIDESPARSE_UPDATE_GOLDEN=1 python -m pytest tests/test_report.py`` and review the diff.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from test_analysis import TAG, TAG2, synthetic_rows
+
+from slidesparse.cli import main
+from slidesparse.errors import UserError
+from slidesparse.report import build_reports
+from slidesparse.store import Store
+
+GOLDEN = Path(__file__).parent / "golden"
+UPDATE = os.environ.get("SLIDESPARSE_UPDATE_GOLDEN") == "1"
+
+
+def _machine(tag: str) -> dict:
+    gpu, cc = tag.split("_")[:2]
+    return {
+        "gpu_name": gpu,
+        "cc": [int(cc[2:-1]), int(cc[-1])],
+        "cuda_runtime": "12.9",
+        "python": "3.12",
+        "torch": "2.11.0",
+        "arch": "x86_64",
+        "driver": "580.1",
+        "memory_bytes": 80 * 2**30,
+        "gpu_tag": tag,
+    }
+
+
+@pytest.fixture
+def results(tmp_path, monkeypatch):
+    # reports print the store path: a relative one keeps the goldens independent of tmp_path
+    monkeypatch.chdir(tmp_path)
+    store = Store("results")
+    for tag, scale in ((TAG, 1.0), (TAG2, 0.5)):
+        store.write_rows(tag, synthetic_rows(tag, scale), name="part-0")
+        store.write_machine(tag, _machine(tag))
+    return store
+
+
+@pytest.mark.parametrize("lang", ["en", "zh"])
+def test_reports_match_golden(results, lang):
+    paths = build_reports("results", "out", lang=lang, plots=False)
+    names = sorted(p.name for p in paths)
+    expected = sorted(
+        [f"{t}.{k}.{lang}.md" for t in (TAG, TAG2) for k in ("kernel", "e2e")]
+        + [f"cross_gpu.{lang}.md"]
+    )
+    assert names == expected
+    for path in paths:
+        text = path.read_bytes().decode("utf-8")  # strict: the file is valid UTF-8
+        golden = GOLDEN / path.name
+        if UPDATE:
+            golden.write_text(text, encoding="utf-8")
+        assert golden.is_file(), f"missing golden {golden}; run with SLIDESPARSE_UPDATE_GOLDEN=1"
+        assert text == golden.read_text(encoding="utf-8"), path.name
+
+
+def test_numbers_in_the_kernel_report(results):
+    build_reports("results", "out", gpu=[TAG], plots=False)
+    text = (Path("out") / f"{TAG}.kernel.en.md").read_text(encoding="utf-8")
+    # square int8 M=1024: dense 100 µs (cuBLASLt beats torch-builtin), 2_4 1.60x, 2_8 1.20x
+    assert "| 1024 | 100.00 | 1.60 | 1.20 | 0.80 |" in text
+    assert "| 64 | 9.00 | (3.00)† |" in text  # above 2.00·1.03: flagged, not a result
+    assert "| 4096 | 40.00 | 1.50 | 1.25 |" in text  # Qwen2.5-7B total of four layers
+    e2e = (Path("out") / f"{TAG}.e2e.en.md").read_text(encoding="utf-8")
+    assert "all 3 failures: Qwen2.5-7B, INT8, M=65536, every backend, every pattern" in e2e
+    assert "cap M at 32768 for Qwen2.5-7B" in e2e
+    assert "| Qwen2.5-7B | int8 | 65536 | cublaslt | - | cuda_illegal_address |" in e2e
+
+
+def test_chinese_report_is_chinese(results):
+    build_reports("results", "out", gpu=[TAG], lang="zh", plots=False)
+    text = (Path("out") / f"{TAG}.e2e.zh.md").read_bytes().decode("utf-8")
+    assert "端到端 Benchmark 报告" in text and "失败详情" in text and "全部 3 个失败" in text
+
+
+def test_plots_are_written_and_linked(results):
+    build_reports("results", "out", gpu=[TAG], plots=True)
+    text = (Path("out") / f"{TAG}.kernel.en.md").read_text(encoding="utf-8")
+    png = Path("out") / f"{TAG}.kernel.int8.png"
+    assert f"]({png.name})" in text
+    data = png.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) < 200_000
+
+
+def test_cross_gpu_heatmap(results):
+    build_reports("results", "out", plots=True)
+    text = (Path("out") / "cross_gpu.en.md").read_text(encoding="utf-8")
+    assert "(cross_gpu.square.int8.png)" in text
+    assert (Path("out") / "cross_gpu.square.int8.png").stat().st_size < 200_000
+
+
+@pytest.mark.parametrize("lang", ["en", "zh"])
+def test_empty_store_says_so(tmp_path, lang):
+    (tmp_path / "results").mkdir()
+    (path,) = build_reports(tmp_path / "results", tmp_path / "out", lang=lang)
+    text = path.read_text(encoding="utf-8")
+    assert ("holds no result rows" in text) if lang == "en" else ("没有任何结果行" in text)
+
+
+def test_all_failed_store_says_so(tmp_path):
+    rows = [
+        {**r, "status": "failed", "error_class": "oom", "latency_us": None, "tokens_per_s": None}
+        for r in synthetic_rows()
+    ]
+    Store(tmp_path / "results").write_rows(TAG, rows, name="p")
+    paths = build_reports(tmp_path / "results", tmp_path / "out", plots=True)
+    kernel = (tmp_path / "out" / f"{TAG}.kernel.en.md").read_text(encoding="utf-8")
+    assert "No cell succeeded on this GPU" in kernel
+    assert "No speedup can be computed" in kernel
+    e2e = (tmp_path / "out" / f"{TAG}.e2e.en.md").read_text(encoding="utf-8")
+    assert "No run succeeded on this GPU" in e2e
+    assert len(paths) == 2
+
+
+def test_unknown_gpu_and_language_are_user_errors(results):
+    with pytest.raises(UserError, match="no results for GPU tag 'A100"):
+        build_reports("results", "out", gpu=["A100_cc80_py312_cu129_x86_64"])
+    with pytest.raises(UserError, match="unknown report language"):
+        build_reports("results", "out", lang="fr")
+
+
+def test_cli_report_and_import_legacy(results, capsys):
+    assert main(["report", "results", "--out", "out", "--no-plots", "--gpu", TAG]) == 0
+    assert f"{TAG}.kernel.en.md" in capsys.readouterr().out
+    assert main(["report", "results", "--gpu", "nope"]) == 2
+    assert main(["import-legacy", "does-not-exist", "--results", "r2"]) == 2
+    assert "no such folder" in capsys.readouterr().err
