@@ -103,6 +103,11 @@ def main() -> int:
     faulthandler.enable(file=sys.stderr)
     proto = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8")
     os.dup2(2, 1)
+    if config.get("device", "cpu") == "cpu":
+        # One intra-op thread: with several threads, a matmul waits for its slowest thread, and
+        # on a shared or small CPU that turned timings into multiples of the 4 ms scheduler tick.
+        # Set before torch is imported, which reads it once; a user's own setting wins.
+        os.environ.setdefault("OMP_NUM_THREADS", "1")
     ctx = TaskContext(
         device=config.get("device", "cpu"),
         gpu_tag=config.get("gpu_tag", "unknown"),
