@@ -1,0 +1,156 @@
+"""``quant_slide``: per-token quantization fused with SlideSparse activation lifting.
+
+x [M, K] bf16 | fp16 | fp32  ->  q [M_pad, K_slide] int8 | fp8 e4m3,  scale [M_pad] fp32
+with K_slide = :func:`slidesparse.sparsity.k_slide` and q[m, j] = quant(x[m, in(j)]),
+in(j) = g·L + 2w + lane (g = j div (2L-4), w = (j mod (2L-4)) div 4, lane = j mod 4);
+``2_inf`` uses in(j) = 2·(j div 4) + j mod 4. Slots with in(j) >= K hold zeros. The scale
+comes from the original row (duplicated values cannot change a maximum), so q equals
+``quant_only`` applied to the lifted activation, bit for bit.
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+from slidesparse.errors import UserError
+from slidesparse.kernels import numerics, tuning
+from slidesparse.kernels.quant import check_activation
+from slidesparse.kernels.rounding import magnitude, quantize, scale_and_inv
+
+
+@triton.jit
+def _window_start(v, NW: tl.constexpr, GROUP: tl.constexpr):
+    """First source column of window ``v``: windows of a group start 2 apart, groups GROUP
+    (= L) apart; NW == 0 is 2_inf, one unbroken run of windows."""
+    if NW == 0:
+        start = v * 2
+    else:
+        g = v // NW
+        start = g * GROUP + (v - g * NW) * 2
+    return start
+
+
+@triton.jit
+def _quant_slide_kernel(
+    # pointers
+    x_ptr,
+    q_ptr,
+    scale_ptr,
+    # sizes and strides (elements); row offsets are 64-bit, M * K_slide may pass 2^31
+    M,
+    K,
+    K_slide,
+    stride_xm,
+    stride_qm,
+    # pattern (windows per group, group length) and numerics
+    NW: tl.constexpr,
+    GROUP: tl.constexpr,
+    QMAX: tl.constexpr,
+    FP8: tl.constexpr,
+    AMAX_FLOOR: tl.constexpr,
+    EXACT_CAST: tl.constexpr,
+    # tiling: BLOCK lifted columns = BLOCK // 4 windows per step
+    ROWS: tl.constexpr,
+    BLOCK: tl.constexpr,
+    ONE_PASS: tl.constexpr,
+):
+    # Tiles are [ROWS, windows, 4 lanes]: the index math runs once per window, the lanes of a
+    # window are 4 consecutive inputs, and lifted column 4·v + lane is window v's lane.
+    rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)  # [ROWS]; the grid covers M_pad exactly
+    rows64 = rows.to(tl.int64)[:, None, None]
+    row_ok = (rows < M)[:, None, None]
+    x_rows = x_ptr + rows64 * stride_xm  # [ROWS, 1, 1]
+    q_rows = q_ptr + rows64 * stride_qm
+    win = tl.arange(0, BLOCK // 4)[None, :, None]  # [1, BLOCK/4, 1]
+    lane = tl.arange(0, 4)[None, None, :]  # [1, 1, 4]
+    if ONE_PASS:
+        # The lifted row covers every source column, so its maximum is the row's maximum.
+        src = _window_start(win, NW, GROUP) + lane
+        x = tl.load(x_rows + src, mask=row_ok & (src < K), other=0.0).to(tl.float32)
+        amax = tl.max(tl.max(magnitude(x), axis=2), axis=1)
+        scale, inv = scale_and_inv(amax, AMAX_FLOOR, QMAX)
+        q = quantize(x, inv[:, None, None], QMAX, FP8, EXACT_CAST)
+        tl.store(q_rows + win * 4 + lane, q, mask=win * 4 < K_slide)
+    else:
+        x_rows2 = x_ptr + rows.to(tl.int64)[:, None] * stride_xm  # [ROWS, 1]
+        cols = tl.arange(0, BLOCK)[None, :]
+        amax = tl.zeros([ROWS], dtype=tl.float32)
+        for k0 in range(0, K, BLOCK):
+            c = k0 + cols
+            # Keep the row in L2 for the lifting sweep.
+            x = tl.load(
+                x_rows2 + c,
+                mask=(rows < M)[:, None] & (c < K),
+                other=0.0,
+                eviction_policy="evict_last",
+            )
+            amax = tl.maximum(amax, tl.max(magnitude(x.to(tl.float32)), axis=1))
+        scale, inv = scale_and_inv(amax, AMAX_FLOOR, QMAX)
+        for v0 in range(0, K_slide // 4, BLOCK // 4):
+            v = v0 + win
+            src = _window_start(v, NW, GROUP) + lane
+            x = tl.load(x_rows + src, mask=row_ok & (src < K), other=0.0).to(tl.float32)
+            q = quantize(x, inv[:, None, None], QMAX, FP8, EXACT_CAST)
+            tl.store(q_rows + v * 4 + lane, q, mask=v * 4 < K_slide)
+    tl.store(scale_ptr + rows, tl.where(rows < M, scale, 1.0))
+
+
+def launch_quant_slide(x, q, scale, L: int, config: dict) -> None:
+    """Launch the kernel on preallocated outputs.
+
+    x: [M, K] bf16/fp16/fp32, unit stride along K. q: [M_pad, K_slide] int8 or
+    float8_e4m3fn, unit stride along K, K_slide a multiple of 4. scale: [M_pad] fp32,
+    contiguous. L: group length (4..16, even), 0 for 2_inf. config: ``ROWS`` (divides 16),
+    ``BLOCK`` (power of two >= 4, lifted columns per step), ``num_warps``.
+    """
+    M, K = x.shape
+    M_pad, K_slide = q.shape
+    fp8 = numerics.dtype_name(q.dtype) == "fp8"
+    rows, block = config["ROWS"], config["BLOCK"]
+    _quant_slide_kernel[(M_pad // rows,)](
+        x,
+        q,
+        scale,
+        M,
+        K,
+        K_slide,
+        x.stride(0),
+        q.stride(0),
+        NW=L // 2 - 1 if L else 0,
+        GROUP=L,
+        QMAX=numerics.QMAX["fp8" if fp8 else "int8"],
+        FP8=fp8,
+        AMAX_FLOOR=numerics.AMAX_FLOOR,
+        EXACT_CAST=numerics.interpreting(),
+        ROWS=rows,
+        BLOCK=block,
+        ONE_PASS=block >= K_slide,
+        num_warps=config["num_warps"],
+        enable_fp_fusion=False,  # keep every multiply and add rounded on its own, as torch does
+    )
+
+
+def quant_slide(x, pattern, out_dtype="int8", *, config: dict | None = None):
+    """Quantize and lift ``x`` [M, K]: returns ``(q [M_pad, K_slide], scale [M_pad] fp32)``.
+
+    ``pattern`` is a sparse pattern ("2_8", "6:8", "2_inf"); ``out_dtype`` "int8" / "fp8"
+    or the torch dtype; ``config`` overrides the tuned one.
+    """
+    import torch
+
+    from slidesparse import sparsity
+
+    p = sparsity.parse_pattern(pattern)
+    if p.is_dense:
+        raise UserError("quant_slide: pattern 'dense' has no lifting; use quant_only")
+    in_name, out_name = check_activation("quant_slide", x, out_dtype)
+    M, K = x.shape
+    M_pad = numerics.ceil_to(M, numerics.M_ALIGN)
+    K_slide = sparsity.k_slide(K, p)
+    q = torch.empty((M_pad, K_slide), dtype=numerics.torch_dtype(out_name), device=x.device)
+    scale = torch.empty((M_pad,), dtype=torch.float32, device=x.device)
+    if config is None:
+        config = tuning.config_for(f"quant_slide_{p.name}", f"{in_name}->{out_name}", K, M)
+    launch_quant_slide(x, q, scale, p.L or 0, config)
+    return q, scale

@@ -1,0 +1,74 @@
+"""Task ``kernel-quant``: time one quant kernel launch (checked bit for bit first).
+
+Params: ``kernel`` ("quant_only" | "quant_slide" | "dequant_bias"), ``sparsity`` (quant_slide
+only, e.g. "2_8"), ``M``, ``K`` (quant kernels) or ``N`` (dequant_bias), ``in_dtype``
+(activation: bf16 fp16 fp32, default bf16; accumulator for dequant_bias: int32 bf16 fp32,
+default int32), ``out_dtype`` (int8 | fp8 for quant, default int8; bf16 | fp16 for dequant,
+default bf16).
+
+The row carries latency stats, ``gbps`` (bytes moved / median) and in ``extra``: bytes moved,
+the launch config, ``copy_gbps`` (a device-to-device copy of the input's size, measured in the
+same worker and memoized per size) and ``pct_of_copy``; quant_slide rows also carry
+``ratio_vs_quant_only`` (against quant_only at the same M, K, dtypes, timed in this worker)
+and ``ideal_ratio`` (the bytes ratio).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from slidesparse.errors import UserError
+from slidesparse.tasks import TaskContext, register_task
+
+_DEFAULT_IN = {"quant_only": "bf16", "quant_slide": "bf16", "dequant_bias": "int32"}
+_DEFAULT_OUT = {"quant_only": "int8", "quant_slide": "int8", "dequant_bias": "bf16"}
+
+
+def _setup_key(params: Mapping[str, Any]) -> str:
+    size = params.get("N") if params.get("kernel") == "dequant_bias" else params.get("K")
+    return f"quant:{params.get('M')}:{size}:{params.get('in_dtype')}"
+
+
+def case_from_params(params: Mapping[str, Any]):
+    """The :class:`slidesparse.kernels.bench.Case` a cell describes (UserError if malformed)."""
+    from slidesparse.kernels.bench import KERNELS, make_case
+
+    kernel = params.get("kernel")
+    if kernel not in KERNELS:
+        raise UserError(
+            f"kernel-quant param kernel={kernel!r} is invalid; valid: {', '.join(KERNELS)}"
+        )
+    size_name = "N" if kernel == "dequant_bias" else "K"
+    if params.get("M") is None or params.get(size_name) is None:
+        raise UserError(f"kernel-quant {kernel} needs params M and {size_name}")
+    return make_case(
+        kernel,
+        params["M"],
+        params[size_name],
+        params.get("in_dtype") or _DEFAULT_IN[kernel],
+        params.get("out_dtype") or _DEFAULT_OUT[kernel],
+        params.get("sparsity"),
+    )
+
+
+@register_task("kernel-quant", default_timeout_s=300, needs_gpu=True, setup_key=_setup_key)
+def run(params: Mapping[str, Any], ctx: TaskContext) -> list[dict]:
+    """Check and time one kernel case; one result row."""
+    from slidesparse.kernels import bench, tuning
+
+    case = case_from_params(params)
+    bench.require_cuda()
+    tuning.add_cache_dir(ctx.cache_dir)
+    copy_key = f"kernel-quant:copy:{case.input_bytes}"
+    if copy_key not in ctx.memo:
+        ctx.memo[copy_key] = bench.copy_gbps(case.input_bytes)
+    row = bench.bench_case(case, copy_bw=ctx.memo[copy_key])
+    if case.kernel == "quant_slide":
+        base_case = bench.make_case("quant_only", case.M, case.size, case.in_dtype, case.out_dtype)
+        base_key = f"kernel-quant:base:{base_case}"
+        if base_key not in ctx.memo:
+            ctx.memo[base_key] = bench.bench_case(base_case, check=False)["latency_us"]
+        row["extra"]["ratio_vs_quant_only"] = row["latency_us"] / ctx.memo[base_key]
+        row["extra"]["ideal_ratio"] = case.bytes_moved() / base_case.bytes_moved()
+    return [row]

@@ -1,0 +1,41 @@
+"""Task ``tune``: tune one quant-kernel case on this GPU and save it to the GPU's cache.
+
+Params are those of ``kernel-quant`` (kernel, sparsity, M, K or N, in_dtype, out_dtype).
+The fastest config is merged into ``<cache_dir>/quant_kernels.json``, which later launches
+on this GPU tag read before the shipped tables. One row: the best latency and its config.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from slidesparse.tasks import TaskContext, register_task
+from slidesparse.tasks.kernel_quant import case_from_params
+
+
+@register_task("tune", default_timeout_s=900, needs_gpu=True)
+def run(params: Mapping[str, Any], ctx: TaskContext) -> list[dict]:
+    """Tune the case, save the record, return one row describing it."""
+    from slidesparse.kernels import autotune, tuning
+
+    case = case_from_params(params)
+    record = autotune.tune_case(case)
+    key = tuning.make_key(case.tuning_kernel, case.dtypes, case.size, case.M)
+    tuning.save_entries(autotune.cache_path(ctx.cache_dir), ctx.gpu_tag, {key: record})
+    return [
+        {
+            "mode": "tune",
+            "kernel": case.kernel,
+            "backend": "triton",
+            "dtype": case.in_dtype,
+            "out_dtype": case.out_dtype,
+            "sparsity": case.pattern or "dense",
+            "M": case.M,
+            "K": None if case.kernel == "dequant_bias" else case.size,
+            "N": case.size if case.kernel == "dequant_bias" else None,
+            "latency_us": record["latency_us"],
+            "timer": record["timer"],
+            "extra": {"key": key, "config": record["config"], "candidates": record["candidates"]},
+        }
+    ]
