@@ -160,7 +160,7 @@ class MachineRecord:
     ptxas_version: str | None
     ptxas_env: dict[str, str] = field(default_factory=dict)
     python: str = field(default_factory=lambda: platform.python_version())
-    arch: str = field(default_factory=lambda: _arch())
+    arch: str = field(default_factory=lambda: machine_arch())
     hostname: str = field(default_factory=platform.node)
     gpu_count: int = 0
 
@@ -209,7 +209,7 @@ class MachineRecord:
         }
 
 
-def _arch() -> str:
+def machine_arch() -> str:
     m = platform.machine().lower()
     return {"amd64": "x86_64", "arm64": "aarch64"}.get(m, m)
 

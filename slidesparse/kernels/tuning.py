@@ -211,7 +211,7 @@ def _device_tag(index: int) -> str:
         (props.major, props.minor),
         platform.python_version(),
         torch.version.cuda,
-        hardware._arch(),
+        hardware.machine_arch(),
     )
 
 
