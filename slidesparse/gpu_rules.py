@@ -16,8 +16,8 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from slidesparse.errors import UserError
+from slidesparse.hardware import DTYPES as GEMM_DTYPES
 from slidesparse.matrix import (
-    GEMM_DTYPES,
     RULES_FILE,
     Cell,
     _format_errors,

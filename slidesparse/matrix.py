@@ -39,9 +39,9 @@ from pydantic import (
 )
 
 from slidesparse.errors import UserError
+from slidesparse.models import LAYERS
 
 RULES_FILE = "gpu_rules.yaml"  # data for slidesparse.gpu_rules, not a preset
-GEMM_DTYPES = ("fp16", "bf16", "int8", "fp8", "fp4")
 GEMM_BACKENDS = ("cpu-ref", "cublaslt", "cusparselt", "torch-builtin", "torch-cslt")
 # Which sparsities a backend implements: dense weights, slid 2:4 weights, or both.
 _BACKEND_KIND = {
@@ -52,7 +52,6 @@ _BACKEND_KIND = {
     "torch-cslt": "sparse",
     "cutlass": "dense",
 }
-LAYERS = ("qkv", "o", "gate_up", "down")
 QUANT_KERNELS = ("quant_only", "quant_slide", "dequant_bias")
 # Fallback per-task timeouts for planning; the registered TaskSpec default wins at run time.
 DEFAULT_TIMEOUT_S = {
