@@ -484,7 +484,9 @@ def preset_names() -> list[str]:
 def load_matrix(preset_or_path: str | Path) -> tuple[MatrixFile, str]:
     """Load a shipped preset by name, or a matrix file by path; return it and its source."""
     path = Path(preset_or_path)
-    if path.suffix in (".yaml", ".yml") or path.exists():
+    # Only a file (or a .yaml name) is a path: a results folder called "smoke" in the working
+    # directory must not shadow the preset of that name.
+    if path.suffix in (".yaml", ".yml") or path.is_file():
         if not path.is_file():
             raise UserError(f"matrix file {path} does not exist")
         return parse_matrix(path.read_text(encoding="utf-8"), str(path)), str(path)

@@ -178,6 +178,13 @@ def test_unknown_preset_and_missing_file(tmp_path):
         load_matrix(str(tmp_path / "nope.yaml"))
 
 
+def test_folder_named_like_a_preset_does_not_shadow_it(tmp_path, monkeypatch):
+    (tmp_path / "smoke").mkdir()  # e.g. a results folder
+    monkeypatch.chdir(tmp_path)
+    _, source = load_matrix("smoke")
+    assert source == "smoke"
+
+
 @pytest.mark.parametrize("count", [1, 2, 3, 4, 7])
 def test_shards_are_disjoint_and_cover_the_matrix(count):
     cells = expand(load_matrix("paper")[0])
