@@ -17,6 +17,7 @@ Pure pandas over store frames (:meth:`slidesparse.store.Store.read`). The rules,
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from datetime import datetime
 
@@ -73,11 +74,30 @@ def plain(frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def name_quant_kernels(frame: pd.DataFrame) -> pd.DataFrame:
+    """kernel-quant rows named by their kernel: ``backend`` := kernel, ``mode`` := "quant".
+
+    A quant row's identity is its kernel (quant_only, quant_slide, dequant_bias); its backend
+    is null on rows the runner wrote for a skip or failure and "triton" on measured ones, and
+    its mode differs the same way. Naming both from the kernel makes a skipped row and a later
+    measured row one cell, and lets every table label the row by what was timed.
+    """
+    if frame.empty or "kernel" not in frame:
+        return frame
+    quant = (frame["task"] == "kernel-quant") & frame["kernel"].notna()
+    if not quant.any():
+        return frame
+    f = frame.copy()
+    f.loc[quant, "backend"] = f.loc[quant, "kernel"]
+    f.loc[quant, "mode"] = "quant"
+    return f
+
+
 def resolve_cells(frame: pd.DataFrame) -> pd.DataFrame:
-    """One row per cell: its latest ok row, else its latest row."""
+    """One row per cell: its latest ok row, else its latest row (quant rows named by kernel)."""
     if frame.empty:
         return frame.copy()
-    f = frame.copy()
+    f = name_quant_kernels(frame).copy()
     f["_ok"] = (f["status"] == "ok").astype(int)
     f["_key"] = ["|".join(map(str, t)) for t in zip(*(f[c] for c in _KEY), strict=True)]
     f = f.sort_values(["_key", "_ok", "started_at", "row_id"], kind="stable")
@@ -104,9 +124,21 @@ def order_patterns(patterns: Iterable[str]) -> list[str]:
     return sorted(set(patterns), key=lambda p: (rank.get(p, 99), p))
 
 
-def variant(backend: str, sparsity: str) -> str:
-    """A row's backend/pattern label: ``cublaslt``, ``cutlass``, ``cusparselt 2_8``."""
-    return backend if sparsity in (None, "dense") else f"{backend} {sparsity}"
+def present(v) -> bool:
+    """Whether a cell value is recorded (not None, NaN, NA or an empty string)."""
+    if v is None or (pd.api.types.is_scalar(v) and pd.isna(v)):
+        return False
+    return not (isinstance(v, str) and v == "")
+
+
+def variant(backend: str | None, sparsity: str | None) -> str:
+    """A row's backend/pattern label: ``cublaslt``, ``cutlass``, ``cusparselt 2_8``.
+
+    A row without a backend (a skip or failure recorded before the task named one) is
+    labelled ``-``.
+    """
+    name = backend if present(backend) else "-"
+    return name if not present(sparsity) or sparsity == "dense" else f"{name} {sparsity}"
 
 
 def order_variants(labels: Iterable[str]) -> list[str]:
@@ -224,19 +256,39 @@ def e2e_speedups(cells: pd.DataFrame) -> pd.DataFrame:
 
 
 def pass_counts(cells: pd.DataFrame, tasks: Iterable[str]) -> pd.DataFrame:
-    """ok / total cells per (task, dtype, mode, variant, model); model "" for square."""
-    cols = ["task", "dtype", "mode", "variant", "model", "ok", "total"]
+    """Cells per (task, dtype, mode, variant, column): ok, measured, skipped and total.
+
+    ``column`` is the model ("" for square GEMMs), or the output dtype for kernel-quant (no
+    model there). A skipped cell was never measured: ``measured`` = total - skipped, and a
+    pass rate is ok / measured.
+    """
+    cols = ["task", "dtype", "mode", "variant", "model", "column"]
+    cols += ["ok", "measured", "skipped", "total"]
     f = cells[cells["task"].isin(list(tasks))] if not cells.empty else cells
     f = f[f["layer"].fillna("") != "total"] if not f.empty else f
     if f.empty:
         return pd.DataFrame(columns=cols)
+    model = f["model"].fillna("")
+    out_dtype = f["out_dtype"].fillna("") if "out_dtype" in f else model.map(lambda _: "")
+    skipped = (f["status"] == "skipped").astype(int)
     f = f.assign(
         variant=[variant(b, s) for b, s in zip(f["backend"], f["sparsity"], strict=True)],
-        model=f["model"].fillna(""),
+        model=model,
+        column=model.where(f["task"] != "kernel-quant", out_dtype),
+        dtype=f["dtype"].fillna("-"),
+        mode=f["mode"].fillna("-"),
         ok=(f["status"] == "ok").astype(int),
+        skipped=skipped,
+        measured=1 - skipped,
     )
-    g = f.groupby(["task", "dtype", "mode", "variant", "model"], sort=False)
-    return g.agg(ok=("ok", "sum"), total=("ok", "size")).reset_index()[cols]
+    g = f.groupby(["task", "dtype", "mode", "variant", "model", "column"], sort=False)
+    out = g.agg(
+        ok=("ok", "sum"),
+        measured=("measured", "sum"),
+        skipped=("skipped", "sum"),
+        total=("ok", "size"),
+    )
+    return out.reset_index()[cols]
 
 
 # ------------------------------------------------------------------------ failure mining
@@ -255,6 +307,30 @@ def failure_groups(cells: pd.DataFrame, models: dict | None = None) -> list[dict
     failures are exactly the cells with M >= this), exclusive (every cell sharing the
     factors failed), hints and a recommendation.
     """
+    return _mine(cells, "failed", models or {})
+
+
+def skip_groups(cells: pd.DataFrame, models: dict | None = None) -> list[dict]:
+    """Group skipped cells by task and reason and state what they share.
+
+    Same fields as :func:`failure_groups`, grouped by (task, reason) where a reason is the
+    skip message with its numbers masked (a memory prediction differs per cell, its cause
+    does not); ``message`` is the message of the group's smallest-M cell, ``messages`` the
+    number of distinct messages. Skips carry no recommendation: the rule that skipped them
+    already is one.
+    """
+    return _mine(cells, "skipped", models or {})
+
+
+def reason_key(message) -> str:
+    """A skip or error message with its numbers masked, so that per-cell sizes group."""
+    return _NUMBER.sub("#", str(message)) if present(message) else "-"
+
+
+_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+
+
+def _mine(cells: pd.DataFrame, status: str, models: dict) -> list[dict]:
     if cells.empty:
         return []
     f = cells.assign(
@@ -263,48 +339,72 @@ def failure_groups(cells: pd.DataFrame, models: dict | None = None) -> list[dict
         sparsity=cells["sparsity"].fillna("dense"),
     )
     f = f[f["layer"] != "total"]
+    hit = f[f["status"] == status]
+    if status == "skipped":
+        hit = hit.assign(_group=[reason_key(m) for m in hit["error_message"]])
+    else:
+        hit = hit.assign(_group=hit["error_class"])
     out = []
-    failed = f[f["status"] == "failed"]
-    for (task, err), sub in failed.groupby(["task", "error_class"], dropna=False, sort=True):
+    for (task, key), sub in hit.groupby(["task", "_group"], dropna=False, sort=True):
         context = f[f["task"] == task]
-        shared = any(sub[d].nunique(dropna=False) == 1 for d in _SHARED)
-        groups = [sub] if shared else [g for _, g in sub.groupby("model", sort=False)]
+        if status == "skipped":
+            # One message ("no CUDA device") explains every cell: one group. A message that
+            # varies per cell (a memory prediction) is stated per model, like "Qwen2.5-14B:
+            # predicted memory ... exceeds ...".
+            split = sub["error_message"].nunique() > 1
+        else:
+            split = not any(sub[d].nunique(dropna=False) == 1 for d in _SHARED)
+        groups = [g for _, g in sub.groupby("model", sort=False)] if split else [sub]
         for group in groups:
-            out.append(_describe(group, context, task, err, models or {}))
+            err = group["error_class"].iloc[0] if status == "skipped" else key
+            out.append(_describe(group, context, task, err, status, models))
     return sorted(out, key=lambda g: (-g["n"], g["task"], str(g["factors"])))
 
 
-def _describe(group: pd.DataFrame, context: pd.DataFrame, task, err, models: dict) -> dict:
+def _describe(group: pd.DataFrame, context: pd.DataFrame, task, err, status, models) -> dict:
     factors = {d: group[d].iloc[0] for d in _DIMS if group[d].nunique(dropna=False) == 1}
-    factors = {d: v for d, v in factors.items() if v not in ("", None)}
+    factors = {d: v for d, v in factors.items() if present(v)}
     if not str(task).startswith("kernel"):
         factors.pop("mode", None)  # an end-to-end task implies its mode
+    if task == "kernel-quant":
+        factors.pop("mode", None)  # always "quant"
     if factors.get("sparsity") == "dense" and "backend" in factors:
         factors.pop("sparsity")
     sel = context
     for d, v in factors.items():
         sel = sel[sel[d] == v]
+    if status == "skipped":  # a value every cell of the task has does not explain a skip
+        factors = {d: v for d, v in factors.items() if context[d].nunique() > 1}
     every, values = [], {}
     for d in ("backend", "sparsity", "dtype", "M", "model", "layer"):
-        if d in factors or group[d].nunique() <= 1:
+        seen = {v for v in group[d] if present(v)}
+        if d in factors or len(seen) <= 1:
             continue
-        if set(group[d]) >= set(sel[d]):
+        if seen >= {v for v in sel[d] if present(v)}:
             every.append(d)
         else:
-            values[d] = sorted(set(group[d]), key=_sort_key)
+            values[d] = sorted(seen, key=_sort_key)
+    hit = sel["status"] == status
     m_from = None
-    if "M" not in factors and "M" not in every and len(sel):
-        m0 = int(group["M"].min())
-        if ((sel["M"] >= m0) == (sel["status"] == "failed")).all():
+    ms = group["M"].dropna()
+    if "M" not in factors and "M" not in every and len(ms) and sel["M"].notna().all():
+        m0 = int(ms.min())
+        if ((sel["M"] >= m0) == hit).all():
             m_from = m0
             values.pop("M", None)
     exclusive = bool(len(sel) == len(group))
     messages = group["error_message"].dropna()
+    if status == "skipped" and len(messages):  # the smallest cell's prediction: the floor
+        message = group.sort_values("M", na_position="last")["error_message"].dropna().iloc[0]
+    else:
+        message = messages.mode().iloc[0] if len(messages) else None
     result = {
         "task": task,
-        "error_class": err if isinstance(err, str) else "error",
+        "status": status,
+        "error_class": err if present(err) else "error",
         "n": len(group),
-        "message": messages.mode().iloc[0] if len(messages) else None,
+        "message": message,
+        "messages": int(messages.nunique()),
         "factors": [[d, _fmt(v)] for d, v in factors.items()],
         "every": every,
         "values": {d: [_fmt(v) for v in vs] for d, vs in values.items()},
@@ -313,6 +413,14 @@ def _describe(group: pd.DataFrame, context: pd.DataFrame, task, err, models: dic
         "hints": [],
         "recommendation": None,
     }
+    if status == "failed":
+        _recommend(result, group, context, factors, models)
+    elif result["messages"] <= 1:  # one reason for all: which sizes or patterns add nothing
+        result.update(every=[], values={}, m_from=None)
+    return result
+
+
+def _recommend(result: dict, group, context, factors: dict, models: dict) -> None:
     model = factors.get("model")
     ok_same_model = context[(context["model"] == model) & (context["status"] == "ok")]
     if model and ok_same_model.empty:
@@ -320,7 +428,7 @@ def _describe(group: pd.DataFrame, context: pd.DataFrame, task, err, models: dic
         weight = _linear_bytes(model, factors.get("dtype"), models)
         if weight:
             result["hints"].append({"kind": "weights", "model": model, "bytes": weight})
-    elif model:
+    elif model and group["M"].notna().any():
         first_bad = int(group["M"].min())
         passed = ok_same_model[ok_same_model["M"] < first_bad]["M"]
         if len(passed):
@@ -340,7 +448,6 @@ def _describe(group: pd.DataFrame, context: pd.DataFrame, task, err, models: dic
             "dtype": factors.get("dtype"),
             "mode": factors.get("mode"),
         }
-    return result
 
 
 def _sort_key(v):

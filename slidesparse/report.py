@@ -25,6 +25,8 @@ from slidesparse.store import Store, atomic_write_text
 LANGS = ("en", "zh")
 _E2E = ("e2e-prefill", "e2e-decode")
 _MAX_LISTED = 20  # failing cells listed per failure group; the rest are counted
+_MAX_REASONS = 2  # skip reasons named per summary row; the rest are counted
+_MAX_TEXT = 90  # characters of an error message quoted in a table cell
 
 
 def _templates_dir() -> Path:
@@ -78,9 +80,21 @@ def _speedup(s: float | None, suspect: bool) -> str:
     return f"({s:.2f})†" if suspect else f"{s:.2f}"
 
 
-def _ratio(ok: int, total: int) -> str:
-    icon = "✅" if ok == total else ("❌" if ok == 0 else "⚠️")
-    return f"{ok}/{total} {icon}"
+def _pass_cell(ok: int, measured: int, skipped: int, icon: bool = True) -> str:
+    """``ok/measured`` with a status icon; skipped cells are counted apart, never as failed."""
+    if not measured:
+        return f"@all_skipped:{skipped}" if skipped else "-"
+    mark = ("✅" if ok == measured else "❌" if ok == 0 else "⚠️") if icon else ""
+    text = f"{ok}/{measured} {mark}".rstrip()
+    return f"@with_skipped:{text}:{skipped}" if skipped else text
+
+
+def _text(v: Any) -> str:
+    """A cell value as table text: ``-`` where nothing was recorded, never nan/None/<NA>."""
+    if not A.present(v):
+        return "-"
+    text = str(v).replace("|", "/").replace("\n", " ")
+    return text if len(text) <= _MAX_TEXT else text[: _MAX_TEXT - 1] + "…"
 
 
 def _tok(v: Any) -> str:
@@ -97,8 +111,11 @@ def _date(t: datetime | None) -> str:
     return t.strftime("%Y-%m-%d %H:%M UTC") if t else "@not_recorded"
 
 
-def _model_label(model: str) -> str:
-    return model or "SQUARE"
+def _model_label(model: str | None, mode: str | None = "square") -> str:
+    """A model column's name: square GEMMs have no model; other model-less rows say ``-``."""
+    if A.present(model):
+        return str(model)
+    return "SQUARE" if mode == "square" else "-"
 
 
 # ---------------------------------------------------------------------- shared sections
@@ -110,8 +127,12 @@ def _header(store: Store, tag: str, frame: pd.DataFrame) -> dict:
     first, last = A.recorded_times(frame)
     total = frame["duration_s"].sum(min_count=1) if len(frame) else None
     sources = sorted(set(frame["source"].dropna())) if len(frame) else []
+    # hardware.py tags a machine without a CUDA device CPU_cc0_...; a legacy or hand-made
+    # record may lack the gpu fields without being a CPU run
+    cpu = tag.startswith("CPU_") or machine.get("gpu_count") == 0
     return {
         "tag": tag,
+        "cpu": cpu,
         "gpu": machine.get("gpu_name") or tag.split("_")[0],
         "cc": f"{cc[0]}.{cc[1]}" if isinstance(cc, list | tuple) and len(cc) == 2 else "-",
         "cuda": machine.get("cuda_runtime") or "-",
@@ -132,20 +153,43 @@ def _header(store: Store, tag: str, frame: pd.DataFrame) -> dict:
 
 def _summary(cells: pd.DataFrame, by: list[str]) -> list[dict]:
     out = []
+    cells = cells.assign(**{c: cells[c].map(_text) for c in by})  # one "-" for every null
     for key, sub in cells.groupby(by, sort=True, dropna=False):
         key = key if isinstance(key, tuple) else (key,)
+        if key[0] == "kernel-quant":  # named by kernel (in backend); its mode says nothing
+            key = key[:2]
         n = {s: int((sub["status"] == s).sum()) for s in ("ok", "failed", "skipped")}
-        if n["ok"] == len(sub):
-            icon = "✅"
-        elif n["skipped"] == len(sub):
+        if n["skipped"] == len(sub):
             icon = "⏭️"
+        elif n["failed"] == 0:  # skipped cells were never measured: they fail nothing
+            icon = "✅"
         elif n["ok"] == 0:
             icon = "❌"
         else:
             icon = "⚠️"
-        name = " · ".join(str(k) for k in key if k not in (None, ""))
-        out.append({"name": name, "icon": icon, **n, "failures": A.failure_groups(sub)[:2]})
+        name = " · ".join(k for k in key if k != "-")
+        failures = A.failure_groups(sub)[:2]
+        out.append({"name": name, "icon": icon, **n, "failures": failures, **_skips(sub)})
     return out
+
+
+def _skips(cells: pd.DataFrame) -> dict:
+    """The skip reasons of some cells, condensed: most frequent first, numbers masked."""
+    skipped = cells[cells["status"] == "skipped"]
+    if skipped.empty:
+        return {"skips": [], "more_skips": 0}
+    skipped = skipped.sort_values("M", na_position="last", kind="stable")
+    keys = [A.reason_key(m) for m in skipped["error_message"]]
+    groups = skipped.groupby(keys, sort=False)["error_message"]
+    reasons = sorted(
+        (
+            (_text(g.dropna().iloc[0]) if g.notna().any() else "@no_reason", len(g))
+            for _, g in groups
+        ),
+        key=lambda r: -r[1],
+    )
+    listed = [{"reason": r, "n": n} for r, n in reasons[:_MAX_REASONS]]
+    return {"skips": listed, "more_skips": sum(n for _, n in reasons[_MAX_REASONS:])}
 
 
 def _failure_details(cells: pd.DataFrame, groups: list[dict]) -> list[dict]:
@@ -153,6 +197,7 @@ def _failure_details(cells: pd.DataFrame, groups: list[dict]) -> list[dict]:
     failed["variant"] = [
         A.variant(b, s) for b, s in zip(failed["backend"], failed["sparsity"], strict=True)
     ]
+    failed["error_class"] = failed["error_class"].where(failed["error_class"].notna(), "error")
     out = []
     for g in groups:
         sel = failed[(failed["task"] == g["task"]) & (failed["error_class"] == g["error_class"])]
@@ -164,13 +209,13 @@ def _failure_details(cells: pd.DataFrame, groups: list[dict]) -> list[dict]:
         listed = [
             [
                 str(i + 1),
-                _model_label(r.model or ""),
-                r.dtype,
-                str(r.M),
+                _model_label(r.model, r.mode),
+                _text(r.dtype),
+                _text(r.M),
                 r.variant,
-                r.layer or "-",
-                r.error_class,
-                (r.error_message or "-").replace("|", "/")[:90],
+                _text(r.layer),
+                _text(r.error_class),
+                _text(r.error_message),
             ]
             for i, r in enumerate(sel.head(_MAX_LISTED).itertuples())
         ]
@@ -187,7 +232,10 @@ def _file_stats(store: Store, tag: str, frame: pd.DataFrame) -> dict:
         "ok": int(status.get("ok", 0)),
         "failed": int(status.get("failed", 0)),
         "skipped": int(status.get("skipped", 0)),
-        "by_source": [[s, str(n)] for s, n in frame["source"].value_counts().sort_index().items()]
+        "by_source": [
+            [s, str(n)]
+            for s, n in frame["source"].fillna("@not_recorded").value_counts().sort_index().items()
+        ]
         if len(frame)
         else [],
     }
@@ -200,41 +248,48 @@ def _task_times(frame: pd.DataFrame) -> list[list[str]]:
 
 
 def _pass_tables(cells: pd.DataFrame, tasks) -> list[dict]:
+    """Per (task, dtype): successful / measured cells per variant and model (kernel-quant:
+    per output dtype); skipped cells are counted apart."""
     counts = A.pass_counts(cells, tasks)
     tables = []
     for (task, dtype), sub in counts.groupby(["task", "dtype"], sort=True):
-        models = A.order_models(m for m in sub["model"] if m) + (
-            [""] if "" in set(sub["model"]) else []
-        )
+        quant = task == "kernel-quant"
+        if quant:
+            columns = sorted(set(sub["column"]))
+            names = [f"@out:{c.upper()}" if c else "-" for c in columns]
+        else:
+            columns = A.order_models(m for m in sub["column"] if m)
+            columns += [""] if "" in set(sub["column"]) else []
+            mode = "square" if "square" in set(sub["mode"]) else None
+            names = [_model_label(c, mode) for c in columns]
         rows = []
         for label in A.order_variants(sub["variant"]):
             line = sub[sub["variant"] == label]
-            cellmap = {
-                m: (int(r.ok), int(r.total))
-                for m, r in zip(line["model"], line.itertuples(), strict=True)
-            }
-            ok, tot = sum(v[0] for v in cellmap.values()), sum(v[1] for v in cellmap.values())
+            by_col = line.groupby("column")[["ok", "measured", "skipped"]].sum()
+            cellmap = {c: tuple(int(x) for x in r) for c, r in by_col.iterrows()}
             rows.append(
                 [
                     label,
-                    *[_ratio(*cellmap[m]) if m in cellmap else "-" for m in models],
-                    f"{ok}/{tot}",
+                    *[_pass_cell(*cellmap[c]) if c in cellmap else "-" for c in columns],
+                    _pass_cell(*_sums(line), icon=False),
                 ]
             )
-        col_tot = []
-        for m in models:
-            line = sub[sub["model"] == m]
-            col_tot.append(f"{int(line['ok'].sum())}/{int(line['total'].sum())}")
-        rows.append(["@total", *col_tot, f"{int(sub['ok'].sum())}/{int(sub['total'].sum())}"])
+        col_tot = [_pass_cell(*_sums(sub[sub["column"] == c]), icon=False) for c in columns]
+        rows.append(["@total", *col_tot, _pass_cell(*_sums(sub), icon=False)])
         tables.append(
             {
                 "task": task,
                 "dtype": dtype,
-                "columns": ["@backend", *[_model_label(m) for m in models], "@total"],
+                "columns": ["@kernel" if quant else "@backend", *names, "@total"],
                 "rows": rows,
+                "skipped": int(sub["skipped"].sum()),
             }
         )
     return tables
+
+
+def _sums(f: pd.DataFrame) -> tuple[int, int, int]:
+    return int(f["ok"].sum()), int(f["measured"].sum()), int(f["skipped"].sum())
 
 
 # ---------------------------------------------------------------------- kernel report
@@ -492,6 +547,7 @@ def build_reports(
                 continue
             stem = f"{tag}.{kind}"
             groups = A.failure_groups(kind_cells)
+            skips = A.skip_groups(kind_cells)
             ctx = {
                 **base,
                 "h": _header(store, tag, kind_rows),
@@ -502,6 +558,7 @@ def build_reports(
                 ),
                 "passes": _pass_tables(kind_cells, kind_cells["task"].unique()),
                 "failures": _failure_details(kind_cells, groups),
+                "skip_groups": skips,
             }
             build = _e2e_context if is_e2e else _kernel_context
             ctx.update(build(kind_cells, out, stem, plots))

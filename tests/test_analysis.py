@@ -133,6 +133,146 @@ def synthetic_rows(tag: str = TAG, scale: float = 1.0) -> list[dict]:
                         requests_per_s=1.0,
                         elapsed_s=2.0,
                     )
+    # kernel-quant: named by kernel. The runner's row for a failure has no backend and mode
+    # "quant", the task's measured row says backend "triton", mode "kernel": one cell.
+    q = dict(task="kernel-quant", dtype="bf16", M=1024, K=3584)
+    add(
+        **q,
+        mode="quant",
+        kernel="quant_slide",
+        sparsity="2_8",
+        out_dtype="int8",
+        status="failed",
+        error_class="timeout",
+        error_message="cell exceeded 300 s",
+    )
+    add(
+        **q,
+        mode="kernel",
+        backend="triton",
+        kernel="quant_slide",
+        sparsity="2_8",
+        out_dtype="int8",
+        latency_us=12.0 * scale,
+        gbps=900.0,
+    )
+    # a failure that recorded neither an error class nor a message
+    add(**q, mode="quant", kernel="quant_only", sparsity="dense", out_dtype="fp8", status="failed")
+    if "cc90" in tag:
+        # dtypes this compute capability lacks: skipped, never failures
+        for backend, p, what in (
+            ("cublaslt", "dense", "dense"),
+            ("cusparselt", "2_4", "2:4 sparse"),
+        ):
+            for m in (1024, 4096):
+                add(
+                    **{**k, "dtype": "fp4"},
+                    mode="square",
+                    backend=backend,
+                    sparsity=p,
+                    M=m,
+                    N=m,
+                    K=m,
+                    status="skipped",
+                    error_class="unsupported",
+                    error_message=f"no {what} fp4 GEMM on cc 9.0 (needs cc >= 10.0)",
+                )
+        # a memory prediction: the message differs per cell, the reason does not
+        for backend, p, tok, gib in (
+            ("cublaslt", "dense", 400.0, 75.3),
+            ("cusparselt", "2_4", 520.0, 75.9),
+            ("cusparselt", "2_8", 440.0, 77.2),
+        ):
+            add(
+                **e,
+                model="Qwen2.5-14B",
+                backend=backend,
+                sparsity=p,
+                M=512,
+                tokens_per_s=tok,
+                requests_per_s=1.0,
+            )
+            add(
+                **e,
+                model="Qwen2.5-14B",
+                backend=backend,
+                sparsity=p,
+                M=65536,
+                status="skipped",
+                error_class="unsupported",
+                error_message=f"predicted memory {gib} GiB ({int(gib * 2**30)} bytes) "
+                "exceeds usable 73.6 GiB of 80.0 GiB",
+            )
+    return rows
+
+
+CPU = "CPU_cc0_py311_cpu_x86_64"
+
+
+def cpu_smoke_rows() -> list[dict]:
+    """What ``run-matrix --preset smoke`` records on a machine without a CUDA device."""
+    rows, i = [], 0
+    none = dict(status="skipped", error_class="unsupported", error_message="no CUDA device")
+
+    def add(**kw):
+        nonlocal i
+        rows.append(_row(i, gpu_tag=CPU, row_id=f"cpu{i:05d}", **kw))
+        i += 1
+
+    k = dict(task="kernel-gemm", dtype="int8")
+    for m in (64, 256):
+        add(
+            **k,
+            mode="square",
+            backend="cpu-ref",
+            sparsity="dense",
+            M=m,
+            N=256,
+            K=256,
+            latency_us=2.0 * m,
+        )
+        for p, s in (("2_4", 0.9), ("2_8", 0.6)):
+            add(
+                **k,
+                mode="square",
+                backend="cpu-ref",
+                sparsity=p,
+                M=m,
+                N=256,
+                K=256,
+                latency_us=2.0 * m / s,
+            )
+    for backend, p in (("cublaslt", "dense"), ("cusparselt", "2_4"), ("cusparselt", "2_8")):
+        for m in (1024, 4096):
+            add(**k, mode="square", backend=backend, sparsity=p, M=m, N=m, K=m, **none)
+        for layer in ("qkv", "o"):
+            add(
+                **k,
+                mode="model",
+                model="Llama3.2-1B",
+                layer=layer,
+                backend=backend,
+                sparsity=p,
+                M=256,
+                **none,
+            )
+    q = dict(task="kernel-quant", mode="quant", M=1024, **none)
+    for out in ("int8", "fp8"):
+        add(**q, kernel="quant_only", sparsity="dense", dtype="bf16", out_dtype=out, K=3584)
+        add(**q, kernel="quant_slide", sparsity="2_8", dtype="bf16", out_dtype=out, K=3584)
+    add(**q, kernel="dequant_bias", sparsity="dense", dtype="int32", out_dtype="bf16", N=3584)
+    for task, mode, m in (("e2e-prefill", "prefill", 1024), ("e2e-decode", "decode", 64)):
+        for backend, p in (("cublaslt", "dense"), ("cusparselt", "2_8")):
+            add(
+                task=task,
+                mode=mode,
+                model="Llama3.2-1B",
+                dtype="int8",
+                backend=backend,
+                sparsity=p,
+                M=m,
+                **none,
+            )
     return rows
 
 
@@ -223,7 +363,8 @@ def test_pass_counts(cells):
 
 def test_failure_mining_states_the_common_factor(cells):
     groups = A.failure_groups(cells)
-    assert len(groups) == 1
+    # the quant_slide timeout was retried and passed: only quant_only stays failed
+    assert [(g["task"], g["n"]) for g in groups] == [("e2e-prefill", 3), ("kernel-quant", 1)]
     g = groups[0]
     assert g["n"] == 3 and g["exclusive"]
     assert dict(g["factors"]) == {"model": "Qwen2.5-7B", "dtype": "int8", "M": 65536}
@@ -296,3 +437,47 @@ def test_failure_mining_threshold_in_m():
     (g,) = A.failure_groups(A.resolve_cells(frame_of(rows)))
     assert g["recommendation"]["kind"] == "cap_m" and g["recommendation"]["max_m"] == 512
     assert g["values"]["M"] == [1024, 2048, 4096]
+
+
+def test_quant_rows_are_named_by_kernel_and_resolve_to_one_cell(cells):
+    q = cells[cells["task"] == "kernel-quant"].set_index("kernel")
+    assert sorted(q.index) == ["quant_only", "quant_slide"]  # the failed try + the ok one: 1
+    assert q.loc["quant_slide", "status"] == "ok"
+    assert set(q["backend"]) == {"quant_only", "quant_slide"} and set(q["mode"]) == {"quant"}
+    (g,) = [g for g in A.failure_groups(cells) if g["task"] == "kernel-quant"]
+    assert dict(g["factors"])["backend"] == "quant_only"
+    assert g["error_class"] == "error" and g["message"] is None
+
+
+def test_pass_counts_keep_skipped_cells_apart(cells):
+    p = A.pass_counts(cells, ["kernel-gemm", "e2e-prefill", "kernel-quant"])
+    fp4 = p[p["dtype"] == "fp4"]
+    assert set(fp4["ok"]) == {0} and set(fp4["measured"]) == {0} and set(fp4["skipped"]) == {2}
+    q14 = p[(p["model"] == "Qwen2.5-14B") & (p["variant"] == "cublaslt")].iloc[0]
+    assert (q14["ok"], q14["measured"], q14["skipped"], q14["total"]) == (1, 1, 1, 2)
+    quant = p[p["task"] == "kernel-quant"].set_index("variant")
+    assert quant.loc["quant_slide 2_8", "column"] == "int8"  # quant columns: output dtype
+    assert quant.loc["quant_only", "column"] == "fp8"
+
+
+def test_variant_labels_never_print_null():
+    assert A.variant(None, "2_8") == "- 2_8"
+    assert A.variant(float("nan"), None) == "-"
+    assert A.variant("cublaslt", "dense") == "cublaslt"
+    assert not A.present(pd.NA) and not A.present("") and A.present(0)
+
+
+def test_skip_groups_state_the_reason(cells):
+    groups = {g["message"]: g for g in A.skip_groups(cells)}
+    fp4 = groups["no dense fp4 GEMM on cc 9.0 (needs cc >= 10.0)"]
+    assert fp4["n"] == 2 and dict(fp4["factors"])["dtype"] == "fp4"
+    assert fp4["every"] == [] and fp4["values"] == {}  # one message says it all
+    (mem,) = [g for g in groups.values() if g["message"].startswith("predicted memory")]
+    # per model, the smallest cell's prediction first, the sizes that were skipped stated
+    assert mem["n"] == 3 and mem["messages"] == 3 and mem["exclusive"]
+    assert dict(mem["factors"]) == {"model": "Qwen2.5-14B", "M": 65536}  # all cells are int8
+    assert set(mem["every"]) == {"backend", "sparsity"}
+    assert "75.3 GiB" in mem["message"] and mem["recommendation"] is None
+    assert (
+        A.reason_key("predicted memory 75.3 GiB (80 bytes)") == "predicted memory # GiB (# bytes)"
+    )

@@ -7,10 +7,11 @@ Regenerate the goldens after an intended change with
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
-from test_analysis import TAG, TAG2, synthetic_rows
+from test_analysis import CPU, TAG, TAG2, cpu_smoke_rows, synthetic_rows
 
 from slidesparse.cli import main
 from slidesparse.errors import UserError
@@ -47,6 +48,34 @@ def results(tmp_path, monkeypatch):
     return store
 
 
+# what a null renders as when it leaks into the text instead of "-" / "not recorded"
+NULL_WORDS = re.compile(r"\b(nan|NaN|None|null)\b|<NA>|NaT")
+
+
+@pytest.fixture
+def cpu_results(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    store = Store("results")
+    store.write_rows(CPU, cpu_smoke_rows(), name="part-0")
+    machine = {"gpu_tag": CPU, "gpu_short": "CPU", "gpu_name": None, "cc": None}
+    store.write_machine(
+        CPU,
+        {**machine, "gpu_count": 0, "python": "3.11.7", "torch": "2.13.0+cpu", "arch": "x86_64"},
+    )
+    return store
+
+
+def _check_golden(paths) -> None:
+    for path in paths:
+        text = path.read_bytes().decode("utf-8")  # strict: the file is valid UTF-8
+        assert not NULL_WORDS.search(text), (path.name, NULL_WORDS.search(text))
+        golden = GOLDEN / path.name
+        if UPDATE:
+            golden.write_text(text, encoding="utf-8")
+        assert golden.is_file(), f"missing golden {golden}; run with SLIDESPARSE_UPDATE_GOLDEN=1"
+        assert text == golden.read_text(encoding="utf-8"), path.name
+
+
 @pytest.mark.parametrize("lang", ["en", "zh"])
 def test_reports_match_golden(results, lang):
     paths = build_reports("results", "out", lang=lang, plots=False)
@@ -56,13 +85,55 @@ def test_reports_match_golden(results, lang):
         + [f"cross_gpu.{lang}.md"]
     )
     assert names == expected
-    for path in paths:
-        text = path.read_bytes().decode("utf-8")  # strict: the file is valid UTF-8
-        golden = GOLDEN / path.name
-        if UPDATE:
-            golden.write_text(text, encoding="utf-8")
-        assert golden.is_file(), f"missing golden {golden}; run with SLIDESPARSE_UPDATE_GOLDEN=1"
-        assert text == golden.read_text(encoding="utf-8"), path.name
+    _check_golden(paths)
+
+
+@pytest.mark.parametrize("lang", ["en", "zh"])
+def test_cpu_smoke_reports_match_golden(cpu_results, lang):
+    paths = build_reports("results", "out", lang=lang, plots=False)
+    assert sorted(p.name for p in paths) == [f"{CPU}.e2e.{lang}.md", f"{CPU}.kernel.{lang}.md"]
+    _check_golden(paths)
+
+
+def test_skipped_cells_are_not_failures(cpu_results):
+    build_reports("results", "out", plots=False)
+    kernel = (Path("out") / f"{CPU}.kernel.en.md").read_text(encoding="utf-8")
+    e2e = (Path("out") / f"{CPU}.e2e.en.md").read_text(encoding="utf-8")
+    # nothing failed: no ❌ anywhere, skipped cells counted apart in cells and totals
+    assert "❌" not in kernel and "❌" not in e2e
+    assert "| cublaslt | ⏭️ 2 skipped | ⏭️ 2 skipped | ⏭️ 4 skipped |" in kernel
+    assert "| cpu-ref 2_4 | - | 2/2 ✅ | 2/2 |" in kernel
+    assert "| Total | ⏭️ 6 skipped | 6/6 (+6 skipped) | 6/6 (+12 skipped) |" in kernel
+    assert "| Total | ⏭️ 2 skipped | ⏭️ 2 skipped |" in e2e
+    # the summary says why
+    assert "| kernel-gemm · cublaslt · square | ⏭️ | 0 | 0 | 2 | skipped: no CUDA device (2) |" in (
+        kernel
+    )
+    assert "| e2e-prefill | ⏭️ | 0 | 0 | 2 | skipped: no CUDA device (2) |" in e2e
+    # a reason shared by the whole task is stated alone, without coincidental factors
+    assert "1. all 2 cells skipped: no CUDA device (task `e2e-decode`)." in e2e
+    assert "1. 12 cells skipped: no CUDA device (task `kernel-gemm`)." in kernel
+    assert "Every run was skipped" in e2e and "No run succeeded" not in e2e
+
+
+def test_quant_rows_are_labelled_by_kernel(cpu_results):
+    build_reports("results", "out", plots=False)
+    kernel = (Path("out") / f"{CPU}.kernel.en.md").read_text(encoding="utf-8")
+    for name in ("quant_only", "quant_slide", "dequant_bias"):
+        assert f"| kernel-quant · {name} | ⏭️ | 0 | 0 |" in kernel
+    assert "| Kernel / pattern | output FP8 | output INT8 | Total |" in kernel
+    assert "| quant_slide 2_8 | ⏭️ 1 skipped | ⏭️ 1 skipped | ⏭️ 2 skipped |" in kernel
+    assert "| dequant_bias | ⏭️ 1 skipped | ⏭️ 1 skipped |" in kernel
+
+
+def test_cpu_header_reads_as_cpu_only(cpu_results):
+    build_reports("results", "out", lang="en", plots=False)
+    text = (Path("out") / f"{CPU}.kernel.en.md").read_text(encoding="utf-8")
+    assert "**GPU**: none, CPU only (no CUDA device) · **machine tag**: `CPU_cc0" in text
+    assert "compute capability" not in text
+    build_reports("results", "out", lang="zh", plots=False)
+    zh = (Path("out") / f"{CPU}.kernel.zh.md").read_text(encoding="utf-8")
+    assert "仅 CPU（没有 CUDA 设备）" in zh
 
 
 def test_numbers_in_the_kernel_report(results):
@@ -72,8 +143,15 @@ def test_numbers_in_the_kernel_report(results):
     assert "| 1024 | 100.00 | 1.60 | 1.20 | 0.80 |" in text
     assert "| 64 | 9.00 | (3.00)† |" in text  # above 2.00·1.03: flagged, not a result
     assert "| 4096 | 40.00 | 1.50 | 1.25 |" in text  # Qwen2.5-7B total of four layers
+    # a quant row with no error class or message: "-", never None
+    assert "| 1 | - | bf16 | 1024 | quant_only | - | error | - |" in text
+    assert "| kernel-gemm · cublaslt · square | ✅ | 3 | 0 | 2 | skipped: no dense fp4 GEMM" in text
     e2e = (Path("out") / f"{TAG}.e2e.en.md").read_text(encoding="utf-8")
     assert "all 3 failures: Qwen2.5-7B, INT8, M=65536, every backend, every pattern" in e2e
+    # a cell both measured and skipped, and a memory skip stated per model
+    assert "| cublaslt | 3/3 ✅ | 2/3 ⚠️ | 1/1 ✅ (+1 skipped) | 6/7 (+1 skipped) |" in e2e
+    assert "all 3 cells skipped: Qwen2.5-14B, M=65536, every backend, every pattern: " in e2e
+    assert "predicted memory 75.3 GiB" in e2e
     assert "cap M at 32768 for Qwen2.5-7B" in e2e
     assert "| Qwen2.5-7B | int8 | 65536 | cublaslt | - | cuda_illegal_address |" in e2e
 
