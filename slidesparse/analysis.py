@@ -24,23 +24,11 @@ from datetime import datetime
 import numpy as np
 import pandas as pd
 
+from slidesparse.models import LAYERS
+from slidesparse.store import KEY_COLUMNS as _KEY
+
 SUSPECT_MARGIN = 1.03
 INT32_MAX = 2**31 - 1
-LAYERS = ("qkv", "o", "gate_up", "down")
-_KEY = (
-    "gpu_tag",
-    "task",
-    "model",
-    "layer",
-    "mode",
-    "dtype",
-    "out_dtype",
-    "backend",
-    "sparsity",
-    "M",
-    "N",
-    "K",
-)
 _INT_COLS = ("M", "N", "K", "K_slide", "alg_id", "split_k", "workspace_bytes", "n_samples")
 _DENSE_ORDER = ("cutlass", "cublaslt", "torch-builtin", "cpu-ref")
 

@@ -1,0 +1,57 @@
+"""The interface every GEMM backend implements.
+
+The task drives a backend in four steps: ``prepare_weight`` once per (N, K, pattern, dtype)
+(slide, cast, compress), ``prepare_input`` once per M (lift, cast), ``candidates`` for the
+algorithm search, and ``make_call`` for the closure that is checked and timed. Operands come
+in as fp32 values exact in the operand dtype (see :mod:`slidesparse.gemm.operands`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class PreparedWeight:
+    """A weight in the form a backend consumes, plus what the result row reports."""
+
+    N: int
+    K: int
+    K_slide: int  # == K for dense backends
+    dtype: str
+    out_dtype: str
+    pattern: Any  # slidesparse.sparsity.Pattern
+    data: Any  # backend-specific: a cast tensor, a compressed buffer, ...
+    extra: dict = field(default_factory=dict)
+
+
+class GemmBackend:
+    """Base class: a backend with no algorithm choice and nothing to prepare beyond a cast."""
+
+    name = "base"
+    sparse = False
+
+    def __init__(self, device: str):
+        self.device = device
+
+    def prepare_weight(self, w_values, pattern, dtype: str, out_dtype: str) -> PreparedWeight:
+        """``w_values[N, K]`` (pruned fp32 values) in this backend's form."""
+        raise NotImplementedError
+
+    def prepare_input(self, x_values, weight: PreparedWeight) -> Any:
+        """``x_values[M, K]`` (fp32 values) in this backend's form for ``weight``."""
+        raise NotImplementedError
+
+    def candidates(self, weight: PreparedWeight, inp: Any) -> list[dict]:
+        """Configurations the search may try; one empty config where there is no choice."""
+        return [{}]
+
+    def make_call(self, weight: PreparedWeight, inp: Any, config: dict) -> Callable[[], Any]:
+        """A no-argument closure computing ``Y[M, N]`` with ``config``."""
+        raise NotImplementedError
+
+    def describe(self, weight: PreparedWeight, config: dict) -> dict:
+        """Row fields naming what ran: kernel, alg_id, split_k, workspace_bytes."""
+        return {"kernel": self.name}

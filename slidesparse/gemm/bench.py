@@ -1,0 +1,223 @@
+"""``bench gemm``: dense vs every 2_L pattern for one model (or square shapes), in one process.
+
+:func:`run_bench` runs the ``kernel-gemm`` task for every (dtype, M, backend, pattern) and
+returns its rows; :func:`speedup_table` turns rows into the comparison the paper reports:
+per layer and model total, the dense latency (the strongest dense backend measured in the
+same run), each pattern's latency, speedup, ideal bound L/(L-2), % of bound, efficiency vs
+2_4 (SLIDESPARSE.md §5) and achieved TOPS against the dense peak.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from slidesparse.errors import Unsupported
+
+SUSPECT_MARGIN = 1.03
+
+# Published H100 PCIe model-total speedups (SLIDESPARSE.md §11): (setting) -> {pattern: x}.
+PUBLISHED = {
+    ("int8", "Qwen2.5-14B", 16384): {"2_4": 2.01, "2_6": 1.51, "2_8": 1.36, "2_10": 1.26},
+    ("int8", "Qwen2.5-7B", 16384): {"2_4": 1.54, "2_6": 1.13, "2_8": 1.06, "2_10": 1.02},
+    ("fp8", "Qwen2.5-7B", 16384): {"2_4": 1.74, "2_6": 1.30, "2_8": 1.19, "2_10": 1.02},
+    ("fp8", "Qwen2.5-14B", 16384): {"2_4": 1.67, "2_6": 1.32, "2_8": 1.07, "2_10": 1.00},
+    ("int8", "square", 16384): {"2_4": 1.79, "2_6": 1.18, "2_8": 1.33, "2_10": 1.03},
+    ("fp8", "square", 16384): {"2_4": 1.73, "2_6": 1.12, "2_8": 1.08, "2_10": 1.02},
+}
+
+
+@dataclass(frozen=True)
+class BenchPlan:
+    """What one ``bench gemm`` invocation runs."""
+
+    model: str | None  # None: square mode
+    dtypes: tuple[str, ...]
+    Ms: tuple[int, ...]
+    patterns: tuple[str, ...]  # canonical names, "dense" included
+    dense_backends: tuple[str, ...]
+    sparse_backends: tuple[str, ...]
+
+    def cells(self) -> list[dict]:
+        """Task params: per dtype, the dense cells first (sparse rows are checked against
+        them), then each (pattern, backend) over every M, so a prepared weight is reused
+        across M before the worker's memo evicts it."""
+        out = []
+        mode = {"mode": "model", "model": self.model} if self.model else {"mode": "square"}
+        for dtype in self.dtypes:
+            for b in self.dense_backends:
+                out += [{**mode, "dtype": dtype, "M": M, "backend": b, "sparsity": "dense"}
+                        for M in self.Ms]  # fmt: skip
+            for p in self.patterns:
+                if p == "dense":
+                    continue
+                for b in self.sparse_backends:
+                    out += [{**mode, "dtype": dtype, "M": M, "backend": b, "sparsity": p}
+                            for M in self.Ms]  # fmt: skip
+        return out
+
+
+def run_bench(
+    plan: BenchPlan,
+    ctx,
+    *,
+    task: Callable | None = None,
+    on_row: Callable[[dict], None] | None = None,
+) -> list[dict]:
+    """Run every cell of ``plan`` in this process; unsupported cells become skipped rows."""
+    if task is None:
+        from slidesparse.tasks import get_task
+
+        task = get_task("kernel-gemm").fn
+    rows: list[dict] = []
+    for params in plan.cells():
+        try:
+            new = task(params, ctx)
+        except Unsupported as exc:
+            new = [{**params, "status": "skipped", "error_message": exc.reason}]
+        except RuntimeError as exc:
+            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            new = [{**params, "status": "failed", "error_message": msg}]
+        for r in new:
+            r.setdefault("status", "ok")
+            rows.append(r)
+            if on_row:
+                on_row(r)
+    return rows
+
+
+def _ok(rows: Iterable[dict]) -> list[dict]:
+    return [r for r in rows if r.get("status", "ok") == "ok" and r.get("latency_us")]
+
+
+def speedup_table(rows: list[dict], peaks: dict[str, float] | None = None) -> list[dict]:
+    """One line per (dtype, M, layer, pattern) with dense latency, speedup and bounds.
+
+    The dense latency is the fastest correct dense row of the same (dtype, M, layer): the
+    strongest baseline measured in the same run. The sparse latency is the fastest correct
+    sparse backend's. ``peaks`` maps dtype -> dense peak TOPS for the "% of peak" column.
+    """
+    from slidesparse.sparsity import ideal_speedup
+
+    ok = [r for r in _ok(rows) if r.get("correct", True)]
+    dense: dict[tuple, dict] = {}
+    sparse: dict[tuple, dict] = {}
+    for r in ok:
+        key = (r["dtype"], r["M"], r.get("layer") or f"{r['N']}x{r['K']}")
+        table = dense if r["sparsity"] == "dense" else sparse
+        k = key if r["sparsity"] == "dense" else (*key, r["sparsity"])
+        if k not in table or r["latency_us"] < table[k]["latency_us"]:
+            table[k] = r
+    out = []
+    s24: dict[tuple, float] = {}
+    for (dtype, M, layer, pattern), r in sorted(sparse.items(), key=_order):
+        d = dense.get((dtype, M, layer))
+        line = {
+            "dtype": dtype,
+            "M": M,
+            "layer": layer,
+            "pattern": pattern,
+            "sparse_us": r["latency_us"],
+            "sparse_backend": r["backend"],
+            "ideal": ideal_speedup(pattern),
+            "tops": r.get("tops"),
+        }
+        if d is not None:
+            sp = d["latency_us"] / r["latency_us"]
+            line |= {
+                "dense_us": d["latency_us"],
+                "dense_backend": d["backend"],
+                "speedup": sp,
+                "pct_of_bound": 100.0 * sp / ideal_speedup(pattern),
+                "suspect": sp > ideal_speedup(pattern) * SUSPECT_MARGIN,
+                "dense_tops": d.get("tops"),
+            }
+            if pattern == "2_4":
+                s24[(dtype, M, layer)] = sp
+        if peaks and dtype in peaks and r.get("tops"):
+            line["pct_of_peak"] = 100.0 * r["tops"] / peaks[dtype]
+        out.append(line)
+    for line in out:
+        base = s24.get((line["dtype"], line["M"], line["layer"]))
+        if base and line.get("speedup") and line["pattern"] != "2_inf":
+            # Eff_L = (S_L / S_2_4) / (0.5 · L/(L-2))
+            line["eff_vs_2_4"] = (line["speedup"] / base) / (0.5 * line["ideal"])
+    return out
+
+
+_PATTERN_ORDER = {f"2_{L}": L for L in range(4, 17, 2)} | {"2_inf": 99}
+_LAYER_ORDER = {"qkv": 0, "o": 1, "gate_up": 2, "down": 3, "total": 4}
+
+
+def _order(item):
+    (dtype, M, layer, pattern), _ = item
+    return (dtype, M, _LAYER_ORDER.get(layer, 5), layer, _PATTERN_ORDER.get(pattern, 100))
+
+
+def format_table(lines: list[dict]) -> str:
+    """A plain-text table of :func:`speedup_table` lines."""
+    head = (
+        f"{'dtype':5} {'M':>6} {'layer':8} {'pat':6} {'dense_us':>10} {'sparse_us':>10} "
+        f"{'speedup':>7} {'ideal':>5} {'%bound':>6} {'eff24':>5} {'TOPS':>7} {'dTOPS':>7} flag"
+    )
+    out = [head]
+    for x in lines:
+        out.append(
+            f"{x['dtype']:5} {x['M']:>6} {x['layer']:8} {x['pattern']:6} "
+            f"{_f(x.get('dense_us'), 10, 1)} {_f(x.get('sparse_us'), 10, 1)} "
+            f"{_f(x.get('speedup'), 7, 3)} {_f(x.get('ideal'), 5, 2)} "
+            f"{_f(x.get('pct_of_bound'), 6, 1)} {_f(x.get('eff_vs_2_4'), 5, 2)} "
+            f"{_f(x.get('tops'), 7, 0)} {_f(x.get('dense_tops'), 7, 0)} "
+            f"{'SUSPECT' if x.get('suspect') else ''}"
+        )
+    return "\n".join(out)
+
+
+def _f(v, w: int, d: int) -> str:
+    return f"{v:>{w}.{d}f}" if isinstance(v, (int, float)) else f"{'-':>{w}}"
+
+
+def published_comparison(lines: list[dict], model: str | None) -> str:
+    """Side-by-side model-total (or square) speedups: ours vs the authors' H100 figures."""
+    out = [f"{'setting':34} {'pat':5} {'ours':>6} {'paper':>6}"]
+    for line in lines:
+        if model and line["layer"] != "total":
+            continue
+        setting = (line["dtype"], model or "square", line["M"])
+        ref = PUBLISHED.get(setting, {}).get(line["pattern"])
+        if ref is None:
+            continue
+        ours = line.get("speedup")
+        name = f"{line['dtype']} {model or 'square'} M={line['M']}"
+        out.append(f"{name:34} {line['pattern']:5} {_f(ours, 6, 2)} {ref:>6.2f}")
+    return "\n".join(out)
+
+
+def bench_context(cache_dir: Path | None = None):
+    """A TaskContext for in-process benchmarking on this machine (GPU when there is one)."""
+    import torch
+
+    from slidesparse.tasks import TaskContext
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    tag = _gpu_tag(device)
+    root = cache_dir or Path.home() / ".cache" / "slidesparse"
+    return TaskContext(device=device, gpu_tag=tag, cache_dir=Path(root) / tag)
+
+
+def _gpu_tag(device: str) -> str:
+    try:
+        from slidesparse.hardware import gpu_tag
+
+        return gpu_tag()
+    except ImportError:  # hardware.py absent: a tag good enough to key the cache
+        import platform
+
+        import torch
+
+        if device != "cuda":
+            return f"cpu_{platform.machine()}"
+        name = torch.cuda.get_device_name().replace("NVIDIA ", "").split(" ")[0].split("-")[0]
+        major, minor = torch.cuda.get_device_capability()
+        return f"{name}_cc{major}{minor}_cu{(torch.version.cuda or '').replace('.', '')}"

@@ -1,0 +1,157 @@
+"""Algorithm search and its on-disk cache.
+
+A backend offers candidate configurations (cuBLASLt heuristic indices, cuSPARSELt
+alg_id x split_k, ...); :func:`search` times each one briefly, keeps the fastest and stores it
+in a JSON cache keyed by GPU tag and (backend, dtype, out dtype, pattern, N, K, M), so a
+second run and the end-to-end path reuse it without searching. Candidates that raise are
+recorded as rejected with the error's first line rather than aborting the search.
+
+The cache file lives under the per-GPU-tag cache dir and carries the tag inside too, so a
+file copied to another machine is ignored instead of trusted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from slidesparse.gemm.timing import Timing
+
+SCHEMA_VERSION = 1
+CACHE_FILE = "gemm_search.json"
+
+
+def cache_key(
+    backend: str, dtype: str, out_dtype: str, pattern: str, N: int, K: int, M: int
+) -> str:
+    """The cache key of one searched GEMM shape (pattern in canonical form)."""
+    return f"{backend}|{dtype}->{out_dtype}|{pattern}|N{N}|K{K}|M{M}"
+
+
+@dataclass
+class SearchCache:
+    """Searched configurations of one GPU tag, persisted as JSON (atomic writes)."""
+
+    path: Path
+    gpu_tag: str
+    entries: dict[str, dict] = field(default_factory=dict)
+
+    @classmethod
+    def open(cls, cache_dir: Path | str, gpu_tag: str) -> SearchCache:
+        """Load the cache in ``cache_dir`` (empty when absent, unreadable or another tag's)."""
+        path = Path(cache_dir) / CACHE_FILE
+        return cls(path=path, gpu_tag=gpu_tag, entries=_read(path, gpu_tag))
+
+    def get(self, key: str) -> dict | None:
+        return self.entries.get(key)
+
+    def put(self, key: str, entry: dict) -> None:
+        """Store ``entry`` and write the file, merging entries other workers wrote meanwhile."""
+        self.entries = {**_read(self.path, self.gpu_tag), **self.entries, key: entry}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        doc = {"schema": SCHEMA_VERSION, "gpu_tag": self.gpu_tag, "entries": self.entries}
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".gemm_search.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump(doc, f, indent=1, sort_keys=True)
+            os.replace(tmp, self.path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+def _read(path: Path, gpu_tag: str) -> dict[str, dict]:
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(doc, dict) or doc.get("schema") != SCHEMA_VERSION:
+        return {}
+    if doc.get("gpu_tag") != gpu_tag:
+        return {}
+    entries = doc.get("entries")
+    return entries if isinstance(entries, dict) else {}
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """The chosen configuration and how it was chosen."""
+
+    config: dict[str, Any]
+    cached: bool
+    n_tried: int
+    n_rejected: int
+    search_s: float
+    best_us: float | None
+
+
+def survivors(n: int) -> int:
+    """How many candidates the quick first round passes to the full trial."""
+    return max(3, -(-n // 8))
+
+
+def search(
+    candidates: Sequence[dict[str, Any]],
+    trial: Callable[[dict[str, Any]], Timing],
+    *,
+    cache: SearchCache | None,
+    key: str,
+    quick: Callable[[dict[str, Any]], Timing] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> SearchResult:
+    """The fastest of ``candidates`` by median trial time, from ``cache`` when stored there.
+
+    ``trial(config)`` runs and times one configuration (raising if it cannot run). With
+    ``quick`` (one or two samples), every candidate first gets a quick timing and only the
+    best :func:`survivors` get the full trial: a grid of 150 cuSPARSELt configurations
+    then costs about 150 calls instead of 1,000. A cached configuration is returned as is;
+    the caller's correctness check catches a stale one. Raises RuntimeError when every
+    candidate fails.
+    """
+    if cache is not None:
+        hit = cache.get(key)
+        if hit is not None and isinstance(hit.get("config"), dict):
+            return SearchResult(hit["config"], True, 0, 0, 0.0, hit.get("best_us"))
+    if not candidates:
+        raise RuntimeError("no candidate configurations to search")
+    t0 = time.perf_counter()
+    rejected: list[str] = []
+    pool = list(candidates)
+    if quick is not None and len(pool) > survivors(len(pool)):
+        first = _timed(pool, quick, rejected)
+        pool = [c for _, c in sorted(first, key=lambda t: t[0])[: survivors(len(pool))]]
+    timed = _timed(pool, trial, rejected)
+    if not timed:
+        raise RuntimeError(f"every candidate failed; first: {rejected[0]}")
+    best_us, best = min(timed, key=lambda t: t[0])
+    elapsed = time.perf_counter() - t0
+    if cache is not None:
+        cache.put(
+            key,
+            {
+                "config": best,
+                "best_us": best_us,
+                "n_tried": len(candidates),
+                "rejected": rejected[:8],
+                "search_s": elapsed,
+                "searched_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                **(extra or {}),
+            },
+        )
+    return SearchResult(best, False, len(candidates), len(rejected), elapsed, best_us)
+
+
+def _timed(pool, fn, rejected: list[str]) -> list[tuple[float, dict]]:
+    out = []
+    for config in pool:
+        try:
+            out.append((fn(config).median_us, config))
+        except RuntimeError as exc:
+            rejected.append(f"{config}: {str(exc).splitlines()[0] if str(exc) else type(exc)}")
+    return out

@@ -1,0 +1,184 @@
+"""Fallback backends on PyTorch's own CUDA kernels.
+
+* ``torch-builtin`` (dense): ``torch._int_mm`` (INT8 -> INT32), ``torch._scaled_mm`` (FP8 ->
+  BF16, unit tensor-wise scales), ``torch.mm`` (FP16, BF16). These are the reference points
+  the issue's targets name; ``_int_mm`` is known to be weak on Hopper (SLIDESPARSE.md §5).
+* ``torch-cslt`` (2:4 sparse): ``torch._cslt_compress`` + ``torch._cslt_sparse_mm`` with the
+  algorithm searched over alg_id x split_k, since the default alg_id 0 can be 2x slower.
+
+Both compute ``Y[M, N]`` with the weight as the left (sparse) operand and the activation as a
+transposed view, the layout cuSPARSELt accepts for every dtype (``transpose_result`` gives
+``[M, N]`` directly).
+"""
+
+from __future__ import annotations
+
+from slidesparse.errors import Unsupported
+from slidesparse.gemm import register_backend
+from slidesparse.gemm.base import GemmBackend, PreparedWeight
+from slidesparse.gemm.operands import lift, torch_dtype
+
+# Output dtypes each operand dtype's built-in kernel can write.
+_DENSE_OUT = {
+    "int8": ("int32",),
+    "fp8": ("bf16", "fp16", "fp32"),
+    "fp16": ("fp16",),
+    "bf16": ("bf16",),
+}
+_CSLT_OUT = {
+    "int8": ("int32", "bf16", "fp16"),
+    "fp8": ("bf16", "fp16", "fp32"),
+    "fp16": ("fp16",),
+    "bf16": ("bf16",),
+}
+# Split-K pays off only when the output has too few tiles to fill the GPU; past this many
+# output elements (about two 128x256 tiles per SM of a 132-SM part) it is not searched.
+SPLIT_K_MAX_OUTPUT = 132 * 2 * 128 * 256
+TORCH_CSLT_PROBE_ALGS = 32
+# Split-K 2 and 4 are kept out of the search: on an H200 with cuSPARSELt 0.8.0 (torch 2.11),
+# creating the plan of every one of them (modes 1, 2 and the default; both operand layouts;
+# INT8, M=256 N=512 K_slide=1024; each probed in its own process) killed the process with
+# SIGSEGV, while Segment-K (split_k=-1) on the same problem ran and was exact. Segment-K on
+# small outputs is kept out with them until a run shows it safe there too.
+SPLIT_K_SEARCH = False
+SEGMENT_K_MIN_N = 400  # cuSPARSELt accepts Segment-K (split_k=-1) on sm90+ only from N >= 400
+
+
+def check_out(table: dict, backend: str, dtype: str, out_dtype: str) -> None:
+    if out_dtype not in table.get(dtype, ()):
+        raise Unsupported(
+            f"{backend} cannot write {out_dtype} from {dtype}; it writes {', '.join(table[dtype])}"
+        )
+
+
+@register_backend(
+    "torch-builtin", sparse=False, baseline=True, dtypes=("fp16", "bf16", "int8", "fp8")
+)
+class TorchBuiltinDense(GemmBackend):
+    """torch._int_mm / torch._scaled_mm / torch.mm."""
+
+    name = "torch-builtin"
+    sparse = False
+
+    def check_out_dtype(self, dtype: str, out_dtype: str) -> None:
+        check_out(_DENSE_OUT, self.name, dtype, out_dtype)
+
+    def prepare_weight(self, w_values, pattern, dtype, out_dtype) -> PreparedWeight:
+        N, K = w_values.shape
+        w = w_values.to(torch_dtype(dtype)).contiguous()
+        return PreparedWeight(N, K, K, dtype, out_dtype, pattern, w)
+
+    def prepare_input(self, x_values, weight: PreparedWeight):
+        return x_values.to(torch_dtype(weight.dtype)).contiguous()
+
+    def make_call(self, weight: PreparedWeight, inp, config: dict):
+        import torch
+
+        wt = weight.data.T  # [K, N] column-major view: the TN layout INT8/FP8 kernels need
+        if weight.dtype == "int8":
+            return lambda: torch._int_mm(inp, wt)
+        if weight.dtype == "fp8":
+            one = torch.ones((), device=inp.device, dtype=torch.float32)
+            out = torch_dtype(weight.out_dtype)
+            return lambda: torch._scaled_mm(inp, wt, one, one, out_dtype=out)
+        return lambda: torch.mm(inp, wt)
+
+    def describe(self, weight: PreparedWeight, config: dict) -> dict:
+        kernel = {"int8": "torch._int_mm", "fp8": "torch._scaled_mm"}.get(weight.dtype, "torch.mm")
+        return {"kernel": kernel}
+
+
+def cslt_candidates(
+    max_alg_id: int,
+    M: int,
+    N: int,
+    cc: tuple[int, int],
+    *,
+    modes: bool = True,
+    split_k: bool | None = None,
+    layouts: tuple[int, ...] = (),
+) -> list[dict]:
+    """The alg_id x split_k (x layout) grid searched for one cuSPARSELt GEMM (output [M, N]).
+
+    ``modes``: also search the split-K mode (1: one kernel, 2: two kernels, partial sums
+    then a reduction); without it split-K runs in the library's default mode (-1).
+    ``split_k``: search split-K 2/4 and Segment-K on small outputs (default
+    :data:`SPLIT_K_SEARCH`). ``layouts``: csrc layouts of the sparse operand to try.
+    """
+    split_k = SPLIT_K_SEARCH if split_k is None else split_k
+    small = M * N <= SPLIT_K_MAX_OUTPUT
+    splits: list[tuple[int, int]] = [(1, -1)]
+    if small and split_k:
+        splits += [(2, 1), (2, 2), (4, 1), (4, 2)] if modes else [(2, -1), (4, -1)]
+    if tuple(cc) >= (9, 0) and N >= SEGMENT_K_MIN_N and (split_k or not small):
+        splits.append((-1, -1))
+    grid = [
+        {"alg_id": a, "split_k": s, "split_k_mode": m}
+        for a in range(max(1, max_alg_id))
+        for s, m in splits
+    ]
+    if layouts:
+        grid = [{**c, "layout": lay} for lay in layouts for c in grid]
+    return grid
+
+
+@register_backend("torch-cslt", sparse=True, dtypes=("fp16", "bf16", "int8", "fp8"), min_cc=(8, 0))
+class TorchCslt(GemmBackend):
+    """torch._cslt_sparse_mm with a searched alg_id / split_k."""
+
+    name = "torch-cslt"
+    sparse = True
+
+    def check_out_dtype(self, dtype: str, out_dtype: str) -> None:
+        check_out(_CSLT_OUT, self.name, dtype, out_dtype)
+
+    def prepare_weight(self, w_values, pattern, dtype, out_dtype) -> PreparedWeight:
+        import torch
+
+        from slidesparse import sparsity
+
+        if not torch.backends.cusparselt.is_available():
+            raise Unsupported("this torch build has no cuSPARSELt")
+        N, K = w_values.shape
+        w_slide = sparsity.slide_weight(w_values, pattern).to(torch_dtype(dtype)).contiguous()
+        compressed = torch._cslt_compress(w_slide)
+        del w_slide
+        return PreparedWeight(
+            N, K, sparsity.k_slide(K, pattern), dtype, out_dtype, pattern, compressed,
+            extra={"compressed_bytes": compressed.numel() * compressed.element_size()},
+        )  # fmt: skip
+
+    def prepare_input(self, x_values, weight: PreparedWeight):
+        return lift(x_values, weight.pattern, weight.K_slide).to(torch_dtype(weight.dtype))
+
+    def candidates(self, weight: PreparedWeight, inp) -> list[dict]:
+        import torch
+
+        # torch reports the alg count of one reference problem (1 on torch 2.11 / H200), not
+        # of this one: probe a wider range; ids past the real count fail and are rejected.
+        max_alg = max(torch.backends.cusparselt.get_max_alg_id() or 1, TORCH_CSLT_PROBE_ALGS)
+        cc = torch.cuda.get_device_capability(inp.device)
+        # torch hands split_k_mode to the library enum unmapped, whose values changed
+        # between cuSPARSELt versions: leave the mode to the library.
+        return cslt_candidates(max_alg, inp.shape[0], weight.N, cc, modes=False)
+
+    def make_call(self, weight: PreparedWeight, inp, config: dict):
+        import torch
+
+        out = None if weight.dtype in ("fp16", "bf16") else torch_dtype(weight.out_dtype)
+        xt = inp.T  # [K_slide, M] transposed view: cuSPARSELt refuses a contiguous K x M
+        a = config.get("alg_id", 0)
+        s = config.get("split_k", 1)
+        m = config.get("split_k_mode", -1)
+
+        def call():
+            return torch._cslt_sparse_mm(weight.data, xt, None, None, out, True, a, s, m)
+
+        return call
+
+    def describe(self, weight: PreparedWeight, config: dict) -> dict:
+        return {
+            "kernel": "torch._cslt_sparse_mm",
+            "alg_id": config.get("alg_id", 0),
+            "split_k": config.get("split_k", 1),
+        }

@@ -1,0 +1,157 @@
+"""Every csrc op in one place: its schema, a typed wrapper with a docstring, a fake impl.
+
+The schemas are defined here (namespace ``slidesparse``) and the CUDA implementations come
+from the extension library, which :func:`ensure_loaded` builds or loads. Fake impls let
+``torch.compile`` and ``torch.library.opcheck`` trace the tensor ops without running them.
+Importing this module imports torch but never initializes CUDA.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import torch
+
+NAMESPACE = "slidesparse"
+
+# name -> schema. Ops returning int lists are host-side queries (no fake impl, no opcheck).
+SCHEMAS = {
+    "cublaslt_algos": "cublaslt_algos(Tensor x, Tensor w, ScalarType out_dtype) -> int[]",
+    "cublaslt_mm": (
+        "cublaslt_mm(Tensor x, Tensor w, ScalarType out_dtype, int algo_index) -> Tensor"
+    ),
+    "cusparselt_compress": "cusparselt_compress(Tensor w, int layout) -> Tensor",
+    "cusparselt_mm": (
+        "cusparselt_mm(Tensor compressed, Tensor x, int N, ScalarType in_dtype, "
+        "ScalarType out_dtype, int alg_id, int split_k, int split_k_mode, int layout) -> Tensor"
+    ),
+    "cusparselt_plan_info": (
+        "cusparselt_plan_info(Tensor x, int N, ScalarType in_dtype, ScalarType out_dtype, "
+        "int alg_id, int split_k, int split_k_mode, int layout) -> int[]"
+    ),
+    "cusparselt_version": "cusparselt_version() -> int",
+}
+TENSOR_OPS = ("cublaslt_mm", "cusparselt_compress", "cusparselt_mm")
+CUBLASLT_ALGO_FIELDS = ("algo_id", "tile_id", "stages_id", "split_k", "reduction", "workspace")
+
+_lib: torch.library.Library | None = None
+_lock = threading.Lock()
+
+
+def _define() -> None:
+    global _lib
+    if _lib is not None:
+        return
+    lib = torch.library.Library(NAMESPACE, "FRAGMENT")
+    for schema in SCHEMAS.values():
+        lib.define(schema)
+    _lib = lib
+    _register_fakes()
+
+
+def _register_fakes() -> None:
+    @torch.library.register_fake(f"{NAMESPACE}::cublaslt_mm")
+    def _(x, w, out_dtype, algo_index):
+        return x.new_empty((x.shape[0], w.shape[0]), dtype=out_dtype)
+
+    @torch.library.register_fake(f"{NAMESPACE}::cusparselt_compress")
+    def _(w, layout):
+        # The compressed size (values + metadata) is the library's business: data-dependent.
+        n = torch.library.get_ctx().new_dynamic_size()
+        return w.new_empty((n,), dtype=torch.uint8)
+
+    @torch.library.register_fake(f"{NAMESPACE}::cusparselt_mm")
+    def _(compressed, x, N, in_dtype, out_dtype, alg_id, split_k, split_k_mode, layout):
+        return x.new_empty((x.shape[0], N), dtype=out_dtype)
+
+
+def ensure_loaded() -> None:
+    """Define the op schemas and load the extension library (building it on first use).
+
+    Raises RuntimeError with the build/load failure; callers fall back to torch built-ins.
+    """
+    from slidesparse import extension
+
+    with _lock:
+        _define()
+        extension.load()
+
+
+def _op(name: str):
+    ensure_loaded()
+    return getattr(getattr(torch.ops, NAMESPACE), name).default
+
+
+def cublaslt_algos(x: torch.Tensor, w: torch.Tensor, out_dtype: torch.dtype) -> list[dict]:
+    """cuBLASLt's heuristic algorithms for ``x[M, K] · w[N, K]ᵀ -> out_dtype``, best first.
+
+    Each is a dict of :data:`CUBLASLT_ALGO_FIELDS`; its position is the ``algo_index`` that
+    :func:`cublaslt_mm` takes.
+    """
+    flat = _op("cublaslt_algos")(x, w, out_dtype)
+    k = len(CUBLASLT_ALGO_FIELDS)
+    rows = [flat[i : i + k] for i in range(0, len(flat), k)]
+    return [dict(zip(CUBLASLT_ALGO_FIELDS, r, strict=True)) for r in rows]
+
+
+def cublaslt_mm(
+    x: torch.Tensor, w: torch.Tensor, out_dtype: torch.dtype, algo_index: int = 0
+) -> torch.Tensor:
+    """Dense ``Y[M, N] = x[M, K] · w[N, K]ᵀ`` on cuBLASLt with heuristic ``algo_index``.
+
+    x, w: contiguous, same dtype: fp16/bf16 (out the same), int8 (out int32, exact) or
+    float8_e4m3fn (out bf16/fp16/fp32, unit scales).
+    """
+    return _op("cublaslt_mm")(x, w, out_dtype, algo_index)
+
+
+def cusparselt_compress(w_slide: torch.Tensor, layout: int = 0) -> torch.Tensor:
+    """cuSPARSELt's compressed form (uint8 buffer) of a 2:4 weight ``w_slide[N, K_slide]``.
+
+    ``layout`` 0 describes W as K_slide x N column-major used transposed, 1 as N x K_slide
+    row-major (torch's description); the buffer depends only on shape, dtype and layout, so
+    one serves every algorithm of that layout.
+    """
+    return _op("cusparselt_compress")(w_slide, layout)
+
+
+def cusparselt_mm(
+    compressed: torch.Tensor,
+    x: torch.Tensor,
+    N: int,
+    out_dtype: torch.dtype,
+    alg_id: int = 0,
+    split_k: int = 1,
+    split_k_mode: int = -1,
+    layout: int = 0,
+) -> torch.Tensor:
+    """2:4 sparse ``Y[M, N] = x[M, K_slide] · W[N, K_slide]ᵀ`` from ``compressed`` W.
+
+    ``split_k``: 1 (none), k > 1, or -1 (Segment-K, sm90+); ``split_k_mode``: -1 (library
+    default), 1 (one kernel), 2 (two kernels); ``layout``: the one ``compressed`` was made
+    for. Plans are cached per configuration.
+    """
+    return _op("cusparselt_mm")(
+        compressed, x, N, x.dtype, out_dtype, alg_id, split_k, split_k_mode, layout
+    )
+
+
+def cusparselt_plan_info(
+    x: torch.Tensor,
+    N: int,
+    out_dtype: torch.dtype,
+    alg_id: int = 0,
+    split_k: int = 1,
+    split_k_mode: int = -1,
+    layout: int = 0,
+) -> dict:
+    """``{"max_alg_id", "workspace_bytes"}`` of one cuSPARSELt configuration (builds its plan)."""
+    max_id, ws = _op("cusparselt_plan_info")(
+        x, N, x.dtype, out_dtype, alg_id, split_k, split_k_mode, layout
+    )
+    return {"max_alg_id": max_id, "workspace_bytes": ws}
+
+
+def cusparselt_version() -> int:
+    """CUSPARSELT_VERSION of the headers the extension was built with (major·1e6 + minor·100)."""
+    return _op("cusparselt_version")()

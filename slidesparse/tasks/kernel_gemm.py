@@ -1,0 +1,318 @@
+"""Task ``kernel-gemm``: one GEMM cell (or one model's four layers), checked, then timed.
+
+Params (missing ones take the defaults below):
+
+* ``mode``: ``"model"`` (the layer shapes of ``model``) or ``"square"`` (M = N = K unless N/K
+  are given).
+* ``model``, ``layer``: for model mode; ``layer`` None runs all four layers and adds a
+  ``layer="total"`` row whose latency is the sum of the layer medians at the same M.
+* ``M`` (required), ``N``, ``K``, ``dtype`` (required: fp16 bf16 int8 fp8 fp4),
+  ``out_dtype`` (default per dtype), ``sparsity`` (default ``dense``), ``backend`` (default:
+  cpu-ref on a CPU worker, cublaslt/cusparselt on a GPU worker), ``seed``.
+
+Weights are generated, pruned, slid and prepared (compressed) once per (backend, N, K,
+pattern, dtype) and kept in ``ctx.memo``; the searched algorithm is kept in the GPU tag's
+search cache. Every configuration is checked against the fp64 product of the pruned dense
+operands before it is timed. Sparse rows are flagged ``baseline_suspect`` when their speedup
+over the dense latency of the same shape (from ``ctx.memo``) beats L/(L-2) by more than 3%.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Mapping
+from typing import Any
+
+from slidesparse import gemm
+from slidesparse.errors import UserError
+from slidesparse.gemm import operands, timing
+from slidesparse.gemm.search import SearchCache, cache_key, search
+from slidesparse.tasks import TaskContext, register_task
+
+LAYERS = ("qkv", "o", "gate_up", "down")
+SUSPECT_MARGIN = 1.03  # speedup above ideal·1.03 means the dense baseline is weak
+_IN_BYTES = {"fp16": 2, "bf16": 2, "int8": 1, "fp8": 1, "fp4": 0.5}
+_OUT_BYTES = {"fp16": 2, "bf16": 2, "int32": 4, "fp32": 4}
+# Timing budgets per configuration, in µs: enough samples for a stable median, bounded so a
+# model sweep stays within minutes.
+_BUDGET = {"cpu": (300_000.0, 3, 30), "cuda": (150_000.0, 10, 100)}
+_SEARCH_BUDGET = {"cpu": (50_000.0, 1, 3), "cuda": (20_000.0, 3, 10)}
+_MEMO_WEIGHTS = 8  # prepared weights kept per worker (LRU): a model's 4 layers x 2 patterns
+
+
+def _setup_key(params: Mapping[str, Any]) -> str:
+    shape = params.get("layer") or f"{params.get('N')}x{params.get('K')}"
+    return (
+        f"gemm:{params.get('backend')}:{params.get('dtype')}:{params.get('sparsity')}:"
+        f"{params.get('model')}:{shape}"
+    )
+
+
+def _int_param(params: Mapping[str, Any], name: str, required: bool = False) -> int | None:
+    v = params.get(name)
+    if v is None:
+        if required:
+            raise UserError(f"kernel-gemm needs param {name!r} (a positive integer)")
+        return None
+    if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+        raise UserError(f"kernel-gemm param {name}={v!r} must be a positive integer")
+    return v
+
+
+def resolve_shapes(params: Mapping[str, Any]) -> list[tuple[str | None, int, int]]:
+    """(layer, N, K) for each GEMM the cell runs."""
+    mode = params.get("mode") or ("model" if params.get("model") else "square")
+    M = _int_param(params, "M", required=True)
+    N, K = _int_param(params, "N"), _int_param(params, "K")
+    if mode == "square":
+        return [(None, N or M, K or M)]
+    if mode != "model":
+        raise UserError(f"kernel-gemm mode {mode!r} is invalid; valid: model, square")
+    if not params.get("model"):
+        raise UserError("kernel-gemm model mode needs param 'model' (e.g. Qwen2.5-7B)")
+    from slidesparse.models import get_model
+
+    spec = get_model(params["model"])
+    layer = params.get("layer")
+    if layer is None:
+        return [(name, *spec.layers[name]) for name in LAYERS]
+    if layer not in LAYERS:
+        raise UserError(f"kernel-gemm layer {layer!r} is invalid; valid: {', '.join(LAYERS)}")
+    return [(layer, *spec.layers[layer])]
+
+
+def _device_cc(device: str) -> tuple[int, int] | None:
+    if device != "cuda":
+        return None
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    return tuple(torch.cuda.get_device_capability())
+
+
+def _checks(spec_name: str, device: str, cc) -> dict:
+    """Keyword checks for gemm.select_backend: dtype support on this cc, extension state."""
+    checks: dict[str, Any] = {}
+    if cc is not None:
+        try:
+            from slidesparse.hardware import capabilities
+        except ImportError:  # without the capability table the library call decides
+            capabilities = None
+        if capabilities is not None:
+            checks["dtype_ok_on_cc"] = capabilities(cc).supports
+    spec = gemm.get_spec(spec_name)
+    if spec.needs_extension and device == "cuda" and cc is not None:
+        from slidesparse import extension
+
+        checks["extension_error"] = extension.load_error()
+    return checks
+
+
+def default_backend(device: str, pattern) -> str:
+    """The backend a cell without one runs on."""
+    if device != "cuda":
+        return "cpu-ref"
+    return "cublaslt" if pattern.is_dense else "cusparselt"
+
+
+def _lru(memo: dict, name: str, limit: int) -> OrderedDict:
+    d = memo.get(name)
+    if not isinstance(d, OrderedDict):
+        d = memo[name] = OrderedDict()
+    while len(d) > limit:
+        d.popitem(last=False)
+    return d
+
+
+def _weight(ctx, backend, spec_name, dtype, out_dtype, pattern, N, K, seed):
+    """(w_values, prepared) for the shape, from the memo or made now (pruned, slid, compressed)."""
+    cache = _lru(ctx.memo, "kernel-gemm.weights", _MEMO_WEIGHTS)
+    key = (spec_name, dtype, out_dtype, pattern.name, N, K, seed, ctx.device)
+    if key in cache:
+        cache.move_to_end(key)
+        return cache[key]
+    # Make room first: a GPU may not hold the old and the new large weights together.
+    while len(cache) >= _MEMO_WEIGHTS:
+        cache.popitem(last=False)
+    w_values = operands.pruned_weight(N, K, dtype, pattern, seed=seed, device=ctx.device)
+    prepared = backend.prepare_weight(w_values, pattern, dtype, out_dtype)
+    # Kept for the reference check at half the memory: every operand value is exact in
+    # bf16 (INT8 integers, E4M3, E2M1) or in fp16/bf16 themselves.
+    cache[key] = (w_values.to(operands.compact_dtype(dtype)), prepared)
+    return cache[key]
+
+
+def _activation(ctx, dtype, M, K, seed):
+    cache = _lru(ctx.memo, "kernel-gemm.inputs", 2)
+    key = (dtype, M, K, seed, ctx.device)
+    if key not in cache:
+        while len(cache) >= 2:
+            cache.popitem(last=False)
+        cache[key] = operands.random_values((M, K), dtype, seed=seed + 1, device=ctx.device)
+    return cache[key]
+
+
+def _search_cache(ctx) -> SearchCache:
+    c = ctx.memo.get("kernel-gemm.search-cache")
+    if c is None:
+        c = ctx.memo["kernel-gemm.search-cache"] = SearchCache.open(ctx.cache_dir, ctx.gpu_tag)
+    return c
+
+
+def run_gemm(ctx: TaskContext, *, spec, backend, dtype, out_dtype, pattern, M, N, K, seed):
+    """Check and time one GEMM; the result row (without model/layer/mode)."""
+    device = ctx.device
+    w_values, w = _weight(ctx, backend, spec.name, dtype, out_dtype, pattern, N, K, seed)
+    x_values = _activation(ctx, dtype, M, K, seed)
+    inp = backend.prepare_input(x_values, w)
+    candidates = backend.candidates(w, inp)
+
+    def trial(config: dict) -> timing.Timing:
+        call = backend.make_call(w, inp, config)
+        budget, lo, hi = _SEARCH_BUDGET[device]
+        first = timing.time_fn(call, device, repeats=1, warmup=1)
+        n = timing.repeats_for(first.median_us, budget_us=budget, lo=lo, hi=hi)
+        return timing.time_fn(call, device, repeats=n, warmup=0)
+
+    def quick(config: dict) -> timing.Timing:
+        return timing.time_fn(backend.make_call(w, inp, config), device, repeats=1, warmup=1)
+
+    if len(candidates) > 1:
+        key = cache_key(spec.name, dtype, out_dtype, pattern.name, N, K, M)
+        found = search(candidates, trial, cache=_search_cache(ctx), key=key, quick=quick)
+        config = found.config
+        search_info = {
+            "cached": found.cached,
+            "n_tried": found.n_tried,
+            "n_rejected": found.n_rejected,
+            "search_s": round(found.search_s, 3),
+        }
+    else:
+        config, search_info = candidates[0], None
+
+    call = backend.make_call(w, inp, config)
+    rows = operands.check_rows(M)
+    out = call()
+    ref, abs_ref = operands.reference(x_values, w_values, rows)
+    correct, max_err = operands.compare(out, ref, rows, out_dtype, abs_ref, operands.ACC_EPS[dtype])
+    del out, ref, abs_ref
+
+    budget, lo, hi = _BUDGET[device]
+    first = timing.time_fn(call, device, repeats=1, warmup=1)
+    n = timing.repeats_for(first.median_us, budget_us=budget, lo=lo, hi=hi)
+    t = timing.time_fn(call, device, repeats=n, warmup=1)
+    stats = timing.summarize(t)
+    lat_s = stats["latency_us"] * 1e-6
+    k_eff = w.K_slide if not pattern.is_dense else K
+    w_bytes = N * k_eff * _IN_BYTES[dtype] * (0.5 if not pattern.is_dense else 1.0)
+    moved = M * k_eff * _IN_BYTES[dtype] + w_bytes + M * N * _OUT_BYTES[out_dtype]
+    row = {
+        "dtype": dtype,
+        "out_dtype": out_dtype,
+        "backend": spec.name,
+        "sparsity": pattern.name,
+        "M": M,
+        "N": N,
+        "K": K,
+        "K_slide": w.K_slide,
+        **stats,
+        # Useful operations of the original product, so TOPS compare across patterns.
+        "tops": 2.0 * M * N * K / lat_s / 1e12,
+        "gbps": moved / lat_s / 1e9,
+        "correct": correct,
+        "max_abs_err": max_err,
+        "alg_id": None,
+        "split_k": None,
+        "workspace_bytes": None,
+        **backend.describe(w, config),
+        "extra": {"config": config, "seed": seed, "search": search_info},
+    }
+    _mark_baseline(ctx, row, pattern)
+    return row
+
+
+def _mark_baseline(ctx, row: dict, pattern) -> None:
+    """Record dense latencies; flag sparse rows that beat the ideal bound by > 3%."""
+    from slidesparse.sparsity import ideal_speedup
+
+    dense = ctx.memo.setdefault("kernel-gemm.dense-latency", {})
+    key = (ctx.device, row["dtype"], row["out_dtype"], row["M"], row["N"], row["K"])
+    if pattern.is_dense:
+        if row["correct"]:
+            # The strongest dense result measured so far is the baseline.
+            dense[key] = min(dense.get(key, float("inf")), row["latency_us"])
+        row["baseline_suspect"] = False
+        return
+    base = dense.get(key)
+    if base is None:
+        row["baseline_suspect"] = None
+        return
+    speedup = base / row["latency_us"]
+    row["extra"]["speedup_vs_dense"] = speedup
+    row["extra"]["dense_latency_us"] = base
+    row["baseline_suspect"] = speedup > ideal_speedup(pattern) * SUSPECT_MARGIN
+
+
+def total_row(rows: list[dict]) -> dict:
+    """The model-total row: latency stats summed over the layer rows at the same M."""
+    total = {k: rows[0][k] for k in ("model", "mode", "dtype", "out_dtype", "backend", "sparsity")}
+    lat = sum(r["latency_us"] for r in rows)
+    flops = sum(2.0 * r["M"] * r["N"] * r["K"] for r in rows)
+    total.update(
+        layer="total",
+        M=rows[0]["M"],
+        kernel="+".join(sorted({str(r.get("kernel")) for r in rows})),
+        latency_us=lat,
+        latency_p25_us=sum(r["latency_p25_us"] for r in rows),
+        latency_p75_us=sum(r["latency_p75_us"] for r in rows),
+        latency_min_us=sum(r["latency_min_us"] for r in rows),
+        n_samples=min(r["n_samples"] for r in rows),
+        timer=rows[0]["timer"],
+        tops=flops / (lat * 1e-6) / 1e12,
+        correct=all(r["correct"] for r in rows),
+        max_abs_err=max(r["max_abs_err"] for r in rows),
+        baseline_suspect=any(bool(r.get("baseline_suspect")) for r in rows),
+        extra={"layers": [r["layer"] for r in rows]},
+    )
+    return total
+
+
+@register_task("kernel-gemm", default_timeout_s=900, needs_gpu=False, setup_key=_setup_key)
+def run(params: Mapping[str, Any], ctx: TaskContext) -> list[dict]:
+    """Check and time the cell's GEMM(s); one row per layer (plus the model total)."""
+    from slidesparse.sparsity import parse_pattern
+
+    dtype = gemm.check_dtype(str(params.get("dtype")))
+    pattern = parse_pattern(params.get("sparsity") or "dense")
+    out_dtype = params.get("out_dtype") or gemm.DEFAULT_OUT_DTYPE[dtype]
+    if out_dtype not in _OUT_BYTES:
+        raise UserError(
+            f"kernel-gemm out_dtype {out_dtype!r} is invalid; valid: {list(_OUT_BYTES)}"
+        )
+    seed = int(params.get("seed") or 0)
+    shapes = resolve_shapes(params)
+    M = params["M"]
+    name = params.get("backend") or default_backend(ctx.device, pattern)
+    cc = _device_cc(ctx.device)
+    spec = gemm.select_backend(
+        name, dtype, device=ctx.device, cc=cc, **_checks(name, ctx.device, cc)
+    )
+    backend = gemm.make_backend(spec, ctx.device, pattern)
+    if hasattr(backend, "check_out_dtype"):
+        backend.check_out_dtype(dtype, out_dtype)
+
+    mode = params.get("mode") or ("model" if params.get("model") else "square")
+    rows = []
+    for layer, N, K in shapes:
+        row = run_gemm(
+            ctx, spec=spec, backend=backend, dtype=dtype, out_dtype=out_dtype,
+            pattern=pattern, M=M, N=N, K=K, seed=seed,
+        )  # fmt: skip
+        rows.append({"model": params.get("model"), "layer": layer, "mode": mode, **row})
+    if len(rows) > 1:
+        rows.append(total_row(rows))
+    if spec.name != name:
+        for r in rows:
+            r.setdefault("extra", {})["requested_backend"] = name
+    return rows

@@ -1,0 +1,84 @@
+"""Backend registry: metadata, unsupported reasons, fallback selection."""
+
+from __future__ import annotations
+
+import pytest
+
+from slidesparse import gemm
+from slidesparse.errors import Unsupported, UserError
+from slidesparse.sparsity import parse_pattern
+
+
+def test_every_backend_registers_with_metadata():
+    specs = {n: gemm.get_spec(n) for n in gemm.backend_names()}
+    assert set(specs) == {"cpu-ref", "torch-builtin", "torch-cslt", "cublaslt", "cusparselt"}
+    assert specs["cublaslt"].baseline and specs["cublaslt"].sparse is False
+    assert specs["cusparselt"].sparse is True and not specs["cusparselt"].baseline
+    assert specs["cpu-ref"].needs_cuda is False and specs["cpu-ref"].sparse is None
+    assert specs["cublaslt"].fallback == "torch-builtin"
+    assert specs["cusparselt"].fallback == "torch-cslt"
+    assert set(gemm.baseline_names()) == {"cpu-ref", "torch-builtin", "cublaslt"}
+
+
+def test_unknown_backend_and_dtype_are_user_errors():
+    with pytest.raises(UserError, match="valid backends"):
+        gemm.get_spec("cutlass9")
+    with pytest.raises(UserError, match="valid dtypes"):
+        gemm.check_dtype("int4")
+
+
+def test_gpu_backend_without_cuda_is_unsupported():
+    with pytest.raises(Unsupported, match="no CUDA device"):
+        gemm.select_backend("cusparselt", "int8", device="cpu", cc=None)
+
+
+def test_dtype_not_on_this_cc_names_the_cc():
+    spec = gemm.get_spec("cublaslt")
+    reason = gemm.unsupported_reason(
+        spec, "fp8", device="cuda", cc=(8, 0), dtype_ok_on_cc=lambda d, s: d != "fp8"
+    )
+    assert reason == "no dense fp8 GEMM on compute capability 8.0"
+    assert "does not implement fp4" in gemm.unsupported_reason(
+        spec, "fp4", device="cuda", cc=(10, 0)
+    )
+
+
+def test_min_cc_is_enforced():
+    spec = gemm.get_spec("cusparselt")
+    assert "compute capability" in gemm.unsupported_reason(spec, "fp16", device="cuda", cc=(7, 5))
+
+
+def test_missing_extension_falls_back_under_its_own_name():
+    spec = gemm.select_backend(
+        "cusparselt", "int8", device="cuda", cc=(9, 0), extension_error="nvcc missing"
+    )
+    assert spec.name == "torch-cslt"
+    spec = gemm.select_backend("cublaslt", "fp8", device="cuda", cc=(9, 0), extension_error="x")
+    assert spec.name == "torch-builtin"
+
+
+def test_dtype_verdict_comes_before_the_extension():
+    # A GPU without 2:4 INT8 must not be reported as "extension missing".
+    with pytest.raises(Unsupported, match="no 2:4 sparse int8 GEMM"):
+        gemm.select_backend(
+            "cusparselt", "int8", device="cuda", cc=(9, 0), extension_error="no headers",
+            dtype_ok_on_cc=lambda d, s: not s,
+        )  # fmt: skip
+
+
+def test_pattern_backend_mismatch_is_unsupported():
+    with pytest.raises(Unsupported, match="sparse backend"):
+        gemm.make_backend(gemm.get_spec("cublaslt"), "cuda", parse_pattern("2_8"))
+    with pytest.raises(Unsupported, match="sparse patterns only"):
+        gemm.make_backend(gemm.get_spec("torch-cslt"), "cuda", parse_pattern("dense"))
+
+
+def test_cpu_ref_picks_path_by_pattern():
+    spec = gemm.get_spec("cpu-ref")
+    assert gemm.make_backend(spec, "cpu", parse_pattern("dense")).sparse is False
+    assert gemm.make_backend(spec, "cpu", parse_pattern("6:8")).sparse is True
+
+
+def test_register_rejects_unknown_dtypes():
+    with pytest.raises(ValueError, match="unknown dtypes"):
+        gemm.register_backend("x", sparse=False, dtypes=("int3",))
