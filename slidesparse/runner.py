@@ -244,7 +244,10 @@ def cell_rows(
     """Store rows for one cell result (the task's rows, or one row for a skip/failure)."""
     base: dict[str, Any] = {c: cell.params[c] for c in _PARAM_COLUMNS if c in cell.params}
     if cell.task == "kernel-quant":
+        # Same identity as the rows the kernel-quant task measures, so a skip or failure and a
+        # later success of one cell share their key columns.
         base.setdefault("dtype", cell.params.get("in_dtype"))
+        base.setdefault("backend", "triton")
     base.setdefault("mode", _TASK_MODE.get(cell.task))
     common = {
         "run_id": run_id,
