@@ -130,6 +130,10 @@ def skip_reason(cell: Cell, machine: MachineView, rules: GpuRules) -> str | None
     if not cell.needs_gpu:
         return None
     if not machine.has_gpu:
+        if cell.task == "kernel-quant":  # the small ones run on CPU (Triton interpreter)
+            from slidesparse.tasks.kernel_quant import INTERPRETER_TOO_LARGE
+
+            return f"no CUDA device ({INTERPRETER_TOO_LARGE})"
         return "no CUDA device"
     dtype, sparse = _cell_dtype(cell)
     if dtype is not None and dtype in GEMM_DTYPES:

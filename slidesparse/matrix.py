@@ -367,6 +367,11 @@ class Cell:
             return bool(self.params.get("gpu"))
         if self.task == "kernel-gemm":
             return self.params.get("backend") != "cpu-ref"
+        if self.task == "kernel-quant":
+            # Small cells run on CPU under the Triton interpreter.
+            from slidesparse.tasks.kernel_quant import fits_interpreter
+
+            return not fits_interpreter(self.params)
         return True
 
     def describe(self) -> str:

@@ -108,6 +108,9 @@ def main() -> int:
         # on a shared or small CPU that turned timings into multiples of the 4 ms scheduler tick.
         # Set before torch is imported, which reads it once; a user's own setting wins.
         os.environ.setdefault("OMP_NUM_THREADS", "1")
+        # Without a GPU the Triton kernels (kernel-quant cells) run in Triton's interpreter;
+        # triton reads this once at import, so it must be set before any task imports it.
+        os.environ.setdefault("TRITON_INTERPRET", "1")
     ctx = TaskContext(
         device=config.get("device", "cpu"),
         gpu_tag=config.get("gpu_tag", "unknown"),

@@ -160,10 +160,15 @@ def test_cpu_smoke_preset_does_real_work(tmp_path, capsys):
     ok = frame[frame["status"] == "ok"]
     skipped = frame[frame["status"] == "skipped"]
     assert len(ok) >= 16 and (frame["status"] != "failed").all()
-    assert set(ok["backend"]) == {"cpu-ref"}
+    assert set(ok["backend"]) == {"cpu-ref", "triton"}  # triton: kernel-quant, interpreted
     assert ok["correct"].all()
     assert (ok["latency_us"] > 0).all() and ok["timer"].notna().all()
-    assert set(skipped["error_message"]) == {"no CUDA device"}
+    quant = ok[ok["task"] == "kernel-quant"]
+    assert len(quant) >= 12 and set(quant["timer"]) == {"perf_counter(triton-interpreter)"}
+    assert set(skipped["error_message"]) == {
+        "no CUDA device",
+        "no CUDA device (too large for the Triton interpreter on CPU)",
+    }
     assert {"kernel-quant", "e2e-prefill", "e2e-decode"} <= set(skipped["task"])
     assert store.read_machine(tag)["gpu_tag"] == tag
 

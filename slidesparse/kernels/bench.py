@@ -8,7 +8,7 @@ measured in the same process, so "% of copy" compares like with like on this dev
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from slidesparse import sparsity
 from slidesparse.errors import Unsupported, UserError
@@ -16,6 +16,7 @@ from slidesparse.kernels import numerics
 
 KERNELS = ("quant_only", "quant_slide", "dequant_bias")
 TIMER = "triton_do_bench_l2flush"
+TIMER_INTERPRETER = "perf_counter(triton-interpreter)"
 _BYTES = {"bf16": 2, "fp16": 2, "fp32": 4, "int8": 1, "fp8": 1, "int32": 4}
 
 
@@ -170,18 +171,7 @@ def bench_case(case: Case, *, copy_bw: float | None = None, rep_ms: int = 100, c
     require_cuda()
     inputs = make_inputs(case, "cuda")
     fn = runner(case, inputs)
-    row = {
-        "mode": "kernel",
-        "kernel": case.kernel,
-        "backend": "triton",
-        "dtype": case.in_dtype,
-        "out_dtype": case.out_dtype,
-        "sparsity": case.pattern or "dense",
-        "M": case.M,
-        "K": case.size if case.kernel != "dequant_bias" else None,
-        "N": case.size if case.kernel == "dequant_bias" else None,
-        "K_slide": case.out_cols if case.kernel == "quant_slide" else None,
-    }
+    row = _row_head(case)
     if check:
         row["correct"] = check_case(case, inputs, fn())
     t = time_fn(fn, rep_ms=rep_ms)
@@ -194,6 +184,54 @@ def bench_case(case: Case, *, copy_bw: float | None = None, rep_ms: int = 100, c
         extra["copy_gbps"] = copy_bw
         extra["pct_of_copy"] = 100.0 * row["gbps"] / copy_bw
     row["extra"] = extra
+    return row
+
+
+def _row_head(case: Case) -> dict:
+    """The columns that describe the case itself."""
+    return {
+        "mode": "quant",
+        "kernel": case.kernel,
+        "backend": "triton",
+        "dtype": case.in_dtype,
+        "out_dtype": case.out_dtype,
+        "sparsity": case.pattern or "dense",
+        "M": case.M,
+        "K": case.size if case.kernel != "dequant_bias" else None,
+        "N": case.size if case.kernel == "dequant_bias" else None,
+        "K_slide": case.out_cols if case.kernel == "quant_slide" else None,
+    }
+
+
+def bench_case_interpreted(case: Case, *, repeats: int = 3) -> dict:
+    """Check and time one case on CPU under the Triton interpreter (TRITON_INTERPRET=1).
+
+    Same row as :func:`bench_case` but timed with perf_counter and ``gbps`` left null: the
+    interpreter runs numpy ops per tile, so its time shows the code path works, not how fast
+    the kernel is. Uses the default config (tuned tables describe GPUs).
+    """
+    from slidesparse.gemm.timing import summarize, time_cpu
+    from slidesparse.kernels import tuning
+
+    if not numerics.interpreting():
+        raise Unsupported("the Triton interpreter is off (set TRITON_INTERPRET=1 before import)")
+    inputs = make_inputs(case, "cpu")
+    config = tuning.default_config(case.tuning_kernel, case.size, case.M)
+    if case.kernel != "dequant_bias":
+        # The interpreter pays per program, not per element: 16 rows a program is 10x faster.
+        config["ROWS"] = numerics.M_ALIGN
+    fn = runner(case, inputs, config)
+    row = _row_head(case)
+    row["correct"] = check_case(case, inputs, fn())
+    timing = time_cpu(fn, repeats=repeats, warmup=0)
+    row.update(summarize(replace(timing, timer=TIMER_INTERPRETER)))
+    row["gbps"] = None
+    row["extra"] = {
+        "bytes_moved": case.bytes_moved(),
+        "config": config,
+        "triton": _triton_version(),
+        "interpreter": True,
+    }
     return row
 
 

@@ -6,8 +6,8 @@ that the Triton kernels (GPU or interpreter) and the torch reference agree bit f
 * ``amax[m] = max_k |x[m, k]|``; a NaN or inf anywhere in the row makes ``amax`` +inf.
 * ``scale[m] = max(amax, AMAX_FLOOR) / QMAX`` and ``inv[m] = QMAX / max(amax, AMAX_FLOOR)``,
   both IEEE fp32 divisions (round to nearest even).
-* ``y = x * inv`` in fp32; a NaN product (only from inf/NaN rows, where inv is 0) becomes 0;
-  ``y`` is clamped to ``[-QMAX, QMAX]``.
+* ``y = x * inv`` in fp32; rows with an inf or NaN (exactly those with inv == 0) become +0
+  (no NaN products, no -0); ``y`` is clamped to ``[-QMAX, QMAX]``.
 * INT8: ``y`` rounds half to even to an integer. FP8 E4M3: ``y`` rounds to nearest even on
   the E4M3 grid (3 mantissa bits, subnormal step 2^-9), exactly what
   ``torch.Tensor.to(torch.float8_e4m3fn)`` does for values within +-448.

@@ -13,7 +13,7 @@ import triton.language as tl
 
 from slidesparse.errors import UserError
 from slidesparse.kernels import numerics, tuning
-from slidesparse.kernels.rounding import quantize, row_amax, scale_and_inv
+from slidesparse.kernels.rounding import abs_max_bits, quantize, scale_and_inv
 
 
 @triton.jit
@@ -45,15 +45,15 @@ def _quant_only_kernel(
     cols = tl.arange(0, BLOCK)[None, :]  # [1, BLOCK]
     if ONE_PASS:
         x = tl.load(x_rows + cols, mask=row_ok & (cols < K), other=0.0).to(tl.float32)
-        scale, inv = scale_and_inv(row_amax(x), AMAX_FLOOR, QMAX)
+        scale, inv = scale_and_inv(abs_max_bits(x, 1), AMAX_FLOOR, QMAX)
         tl.store(q_rows + cols, quantize(x, inv[:, None], QMAX, FP8, EXACT_CAST), mask=cols < K_pad)
     else:
-        amax = tl.zeros([ROWS], dtype=tl.float32)
+        amax = tl.zeros([ROWS], dtype=tl.int32)
         for k0 in range(0, K, BLOCK):
             c = k0 + cols
             # Keep the row in L2 for the second sweep.
             x = tl.load(x_rows + c, mask=row_ok & (c < K), other=0.0, eviction_policy="evict_last")
-            amax = tl.maximum(amax, row_amax(x.to(tl.float32)))
+            amax = tl.maximum(amax, abs_max_bits(x.to(tl.float32), 1))
         scale, inv = scale_and_inv(amax, AMAX_FLOOR, QMAX)
         for k0 in range(0, K_pad, BLOCK):
             c = k0 + cols

@@ -23,7 +23,8 @@ def _quantize_rows(x: torch.Tensor, amax: torch.Tensor, out_name: str, M_pad: in
     scale = a / qmax_t
     inv = qmax_t / a
     y = x * inv[:, None]
-    y = torch.where(torch.isnan(y), torch.zeros_like(y), y).clamp(-qmax, qmax)
+    # Rows with an inf or NaN (inv == 0) store +0 everywhere (no -0 from x * 0).
+    y = torch.where((inv == 0)[:, None], torch.zeros_like(y), y).clamp(-qmax, qmax)
     # torch.round rounds half to even; the fp8 cast rounds to nearest even.
     q = torch.round(y).to(torch.int8) if out_name == "int8" else y.to(torch.float8_e4m3fn)
     M, K = x.shape

@@ -7,8 +7,9 @@ sticky bit), ORs a mantissa carry into the exponent field instead of adding it (
 the same casts round to nearest even. Rounding in fp32 arithmetic and bit operations first
 makes every final cast exact, so both paths store identical bits.
 
-On the GPU only ``rne_bf16`` and ``rne_integer`` stay in the hot path (both a few integer or
-float adds); the FP8 cast is native there and hand-rounded only under the interpreter.
+On the GPU only ``rne_bf16`` and the INT8 magic-number add stay in the hot path (a few
+integer or float adds); the FP8 cast is native there and hand-rounded only under the
+interpreter.
 Each helper takes and returns fp32 tensors unless it says otherwise.
 """
 
@@ -16,13 +17,6 @@ from __future__ import annotations
 
 import triton
 import triton.language as tl
-
-
-@triton.jit
-def rne_integer(y):
-    """``y`` (|y| < 2^22) rounded half to even to an integer value, still fp32."""
-    # Adding 1.5 * 2^23 leaves no fraction bits, so the add itself rounds half to even.
-    return (y + 12582912.0) - 12582912.0
 
 
 @triton.jit
@@ -42,41 +36,47 @@ def rne_e4m3(y):
 
 @triton.jit
 def quantize(x, inv, QMAX: tl.constexpr, FP8: tl.constexpr, EXACT_CAST: tl.constexpr):
-    """Quantize fp32 ``x`` with per-row ``inv`` (QMAX / amax): int8 or float8e4nv values.
+    """Quantize fp32 ``x`` with per-row ``inv`` (QMAX / amax, broadcastable): int8 or
+    float8e4nv values.
 
-    EXACT_CAST (set under the interpreter) rounds to the E4M3 grid by hand before the cast;
-    on the GPU the cast itself rounds to nearest even (one cvt.rn.satfinite per two values),
-    which gives the same bits for the clamped, NaN-free values it sees here.
+    Written for few instructions per element (the kernels are close to instruction bound):
+    |x| <= amax makes |x * inv| <= QMAX * (1 + 2^-23), which rounds to at most QMAX, so no
+    clamp is needed on the GPU; the only NaN products come from rows with an inf or NaN
+    (inv == 0 exactly then), which are zeroed with one select on a per-row predicate.
+    INT8 takes the integer from the low byte of ``y + 1.5 * 2^23`` (the add rounds half to
+    even), skipping a float-to-int conversion. FP8 uses the native cast (round to nearest
+    even, saturating); under the interpreter (EXACT_CAST) it is clamped and hand-rounded.
     """
-    y = x * inv
-    # NaN only arises on inf/NaN rows (inv == 0); those rows store zeros.
-    y = tl.where(y == y, y, 0.0)
-    y = tl.minimum(tl.maximum(y, -QMAX), QMAX)
+    y = tl.where(inv == 0.0, 0.0, x * inv)
     if FP8:
         if EXACT_CAST:
-            y = rne_e4m3(y)
+            y = rne_e4m3(tl.minimum(tl.maximum(y, -QMAX), QMAX))
         q = y.to(tl.float8e4nv)
     else:
-        q = rne_integer(y).to(tl.int8)
+        q = (y + 12582912.0).to(tl.int32, bitcast=True).to(tl.int8)
     return q
 
 
 @triton.jit
-def magnitude(x):
-    """|x| of fp32 ``x`` with NaN counted as +inf (a row maximum then flags the row)."""
-    return tl.where(x == x, tl.abs(x), float("inf"))
+def abs_max_bits(x, axis: tl.constexpr):
+    """max |x| of fp32 ``x`` along ``axis``, as int32 bits of the fp32 value.
+
+    Bits with the sign cleared order like the non-negative floats they encode, and every NaN
+    sorts above +inf, so one integer max per element finds the maximum and flags NaN (a float
+    max would drop NaN, and a NaN-propagating custom reduce crawls in the interpreter).
+    Partial results merge with ``tl.maximum``; :func:`scale_and_inv` reads the bits.
+    """
+    return tl.max(x.to(tl.int32, bitcast=True) & 0x7FFFFFFF, axis)
 
 
 @triton.jit
-def row_amax(x):
-    """Per-row absolute maximum of fp32 ``x`` [ROWS, COLS]; NaN counts as +inf."""
-    return tl.max(magnitude(x), axis=1)
+def scale_and_inv(amax_bits, AMAX_FLOOR: tl.constexpr, QMAX: tl.constexpr):
+    """The stored scale ``max(amax, floor) / QMAX`` and its quantizing inverse, both IEEE.
 
-
-@triton.jit
-def scale_and_inv(amax, AMAX_FLOOR: tl.constexpr, QMAX: tl.constexpr):
-    """The stored scale ``max(amax, floor) / QMAX`` and its quantizing inverse, both IEEE."""
-    a = tl.maximum(amax, AMAX_FLOOR)
+    ``amax_bits`` comes from :func:`abs_max_bits`; inf or NaN (bits >= those of +inf) gives
+    scale inf and inverse 0."""
+    amax = tl.maximum(amax_bits.to(tl.float32, bitcast=True), AMAX_FLOOR)
+    a = tl.where(amax_bits >= 0x7F800000, float("inf"), amax)
     return tl.math.div_rn(a, QMAX), tl.math.div_rn(tl.full(a.shape, QMAX, tl.float32), a)
 
 

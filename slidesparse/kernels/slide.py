@@ -16,7 +16,7 @@ import triton.language as tl
 from slidesparse.errors import UserError
 from slidesparse.kernels import numerics, tuning
 from slidesparse.kernels.quant import check_activation
-from slidesparse.kernels.rounding import magnitude, quantize, scale_and_inv
+from slidesparse.kernels.rounding import abs_max_bits, quantize, scale_and_inv
 
 
 @triton.jit
@@ -68,14 +68,14 @@ def _quant_slide_kernel(
         # The lifted row covers every source column, so its maximum is the row's maximum.
         src = _window_start(win, NW, GROUP) + lane
         x = tl.load(x_rows + src, mask=row_ok & (src < K), other=0.0).to(tl.float32)
-        amax = tl.max(tl.max(magnitude(x), axis=2), axis=1)
+        amax = tl.max(abs_max_bits(x, 2), axis=1)
         scale, inv = scale_and_inv(amax, AMAX_FLOOR, QMAX)
         q = quantize(x, inv[:, None, None], QMAX, FP8, EXACT_CAST)
         tl.store(q_rows + win * 4 + lane, q, mask=win * 4 < K_slide)
     else:
         x_rows2 = x_ptr + rows.to(tl.int64)[:, None] * stride_xm  # [ROWS, 1]
         cols = tl.arange(0, BLOCK)[None, :]
-        amax = tl.zeros([ROWS], dtype=tl.float32)
+        amax = tl.zeros([ROWS], dtype=tl.int32)
         for k0 in range(0, K, BLOCK):
             c = k0 + cols
             # Keep the row in L2 for the lifting sweep.
@@ -85,7 +85,7 @@ def _quant_slide_kernel(
                 other=0.0,
                 eviction_policy="evict_last",
             )
-            amax = tl.maximum(amax, tl.max(magnitude(x.to(tl.float32)), axis=1))
+            amax = tl.maximum(amax, abs_max_bits(x.to(tl.float32), 1))
         scale, inv = scale_and_inv(amax, AMAX_FLOOR, QMAX)
         for v0 in range(0, K_slide // 4, BLOCK // 4):
             v = v0 + win

@@ -11,6 +11,12 @@ the launch config, ``copy_gbps`` (a device-to-device copy of the input's size, m
 same worker and memoized per size) and ``pct_of_copy``; quant_slide rows also carry
 ``ratio_vs_quant_only`` (against quant_only at the same M, K, dtypes, timed in this worker)
 and ``ideal_ratio`` (the bytes ratio).
+
+On a CPU-only machine (worker device "cpu", where the worker sets ``TRITON_INTERPRET=1``)
+the same kernels run in Triton's interpreter: cells of at most :data:`INTERPRETER_MAX_ELEMENTS`
+elements are checked bit for bit and timed with perf_counter (timer
+``perf_counter(triton-interpreter)``, ``gbps`` null: an interpreter time says nothing about
+memory bandwidth); larger cells are skipped before they reach a worker.
 """
 
 from __future__ import annotations
@@ -18,8 +24,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from slidesparse.errors import UserError
+from slidesparse.errors import Unsupported, UserError
 from slidesparse.tasks import TaskContext, register_task
+
+# The interpreter runs a kernel as numpy ops on whole tiles; 2^18 elements take seconds.
+INTERPRETER_MAX_ELEMENTS = 2**18
+INTERPRETER_TOO_LARGE = "too large for the Triton interpreter on CPU"
 
 _DEFAULT_IN = {"quant_only": "bf16", "quant_slide": "bf16", "dequant_bias": "int32"}
 _DEFAULT_OUT = {"quant_only": "int8", "quant_slide": "int8", "dequant_bias": "bf16"}
@@ -52,12 +62,31 @@ def case_from_params(params: Mapping[str, Any]):
     )
 
 
-@register_task("kernel-quant", default_timeout_s=300, needs_gpu=True, setup_key=_setup_key)
+def cell_elements(params: Mapping[str, Any]) -> int | None:
+    """Elements of the cell's main input (M·K, or M·N for dequant_bias); None if unknown."""
+    size = params.get("N") if params.get("kernel") == "dequant_bias" else params.get("K")
+    M = params.get("M")
+    if not isinstance(M, int) or not isinstance(size, int):
+        return None
+    return M * size
+
+
+def fits_interpreter(params: Mapping[str, Any]) -> bool:
+    """Whether the cell is small enough to run under the Triton interpreter on CPU."""
+    n = cell_elements(params)
+    return n is not None and n <= INTERPRETER_MAX_ELEMENTS
+
+
+# needs_gpu=False: the runner's matrix decides per cell (small cells run on CPU, see
+# slidesparse.matrix.Cell.needs_gpu); this function decides again from the worker's device.
+@register_task("kernel-quant", default_timeout_s=300, needs_gpu=False, setup_key=_setup_key)
 def run(params: Mapping[str, Any], ctx: TaskContext) -> list[dict]:
     """Check and time one kernel case; one result row."""
     from slidesparse.kernels import bench, tuning
 
     case = case_from_params(params)
+    if ctx.device == "cpu":
+        return [_run_interpreted(case, params)]
     bench.require_cuda()
     tuning.add_cache_dir(ctx.cache_dir)
     copy_key = f"kernel-quant:copy:{case.input_bytes}"
@@ -72,3 +101,16 @@ def run(params: Mapping[str, Any], ctx: TaskContext) -> list[dict]:
         row["extra"]["ratio_vs_quant_only"] = row["latency_us"] / ctx.memo[base_key]
         row["extra"]["ideal_ratio"] = case.bytes_moved() / base_case.bytes_moved()
     return [row]
+
+
+def _run_interpreted(case, params: Mapping[str, Any]) -> dict:
+    from slidesparse.kernels import bench, numerics
+
+    if not fits_interpreter(params):
+        raise Unsupported(
+            f"no CUDA device; {case.kernel} M={case.M} x {case.size} is {INTERPRETER_TOO_LARGE} "
+            f"(> {INTERPRETER_MAX_ELEMENTS} elements)"
+        )
+    if not numerics.interpreting():
+        raise Unsupported("no CUDA device and TRITON_INTERPRET is not set: cannot run Triton")
+    return bench.bench_case_interpreted(case)

@@ -1,17 +1,76 @@
 """The kernel-quant and tune tasks: registration, parameter checking, CPU behaviour."""
 
+import json
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
 from slidesparse.errors import Unsupported, UserError
+from slidesparse.gpu_rules import MachineView, load_rules, skip_reason
+from slidesparse.matrix import Cell, cell_id
+from slidesparse.sparsity import k_slide
 from slidesparse.tasks import TaskContext, get_task
-from slidesparse.tasks.kernel_quant import case_from_params
+from slidesparse.tasks.kernel_quant import case_from_params, fits_interpreter
 
 
-def test_tasks_are_registered_as_gpu_tasks():
+def test_tasks_are_registered():
+    # kernel-quant decides per cell (small cells run on CPU under the Triton interpreter).
+    assert not get_task("kernel-quant").needs_gpu and get_task("tune").needs_gpu
     for name in ("kernel-quant", "tune"):
-        spec = get_task(name)
-        assert spec.needs_gpu and spec.default_timeout_s > 0
+        assert get_task(name).default_timeout_s > 0
+
+
+def test_only_small_cells_run_without_a_gpu():
+    small = {"kernel": "quant_slide", "sparsity": "2_8", "M": 64, "K": 520}
+    big = {"kernel": "quant_only", "M": 1024, "K": 3584}
+    assert fits_interpreter(small) and not fits_interpreter(big)
+    assert fits_interpreter({"kernel": "dequant_bias", "M": 64, "N": 520})
+    assert not fits_interpreter({"kernel": "dequant_bias", "M": 64, "K": 520})  # N missing
+    cpu = MachineView(gpu_tag="CPU", cc=None, memory_bytes=None)
+    cells = [Cell("kernel-quant", p, cell_id("kernel-quant", p)) for p in (small, big)]
+    reasons = [skip_reason(c, cpu, load_rules()) for c in cells]
+    assert reasons == [None, "no CUDA device (too large for the Triton interpreter on CPU)"]
+
+
+_CPU_CELL = """
+import json, sys
+from pathlib import Path
+from slidesparse.tasks import TaskContext, get_task
+ctx = TaskContext(device="cpu", gpu_tag="CPU", cache_dir=Path(sys.argv[1]))
+rows = []
+for p in json.loads(sys.argv[2]):
+    rows += get_task("kernel-quant").fn(p, ctx)
+print(json.dumps(rows))
+"""
+
+
+def test_a_small_cell_runs_on_cpu_under_the_interpreter(tmp_path):
+    # A child process: TRITON_INTERPRET must be set before triton is first imported (the
+    # runner's worker sets it for device "cpu").
+    params = [
+        {"kernel": "quant_slide", "sparsity": "2_8", "M": 20, "K": 520, "out_dtype": "fp8"},
+        {"kernel": "quant_only", "M": 16, "K": 256},
+        {"kernel": "dequant_bias", "M": 16, "N": 100},
+    ]
+    env = {**os.environ, "TRITON_INTERPRET": "1", "CUDA_VISIBLE_DEVICES": ""}
+    out = subprocess.run(
+        [sys.executable, "-c", _CPU_CELL, str(tmp_path), json.dumps(params)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=True,
+    ).stdout
+    rows = json.loads(out.strip().splitlines()[-1])
+    assert [r["kernel"] for r in rows] == ["quant_slide", "quant_only", "dequant_bias"]
+    for r in rows:
+        assert r["correct"] is True
+        assert r["timer"] == "perf_counter(triton-interpreter)" and r["gbps"] is None
+        assert r["n_samples"] == 3 and r["latency_us"] > 0 and r["extra"]["interpreter"]
+    assert rows[0]["K_slide"] == k_slide(520, "2_8") and rows[0]["out_dtype"] == "fp8"
 
 
 def test_params_become_cases_with_defaults():
@@ -42,9 +101,9 @@ def test_bad_params_are_user_errors(params, match):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only behaviour")
-def test_without_a_gpu_the_cell_is_skipped(tmp_path):
+def test_without_a_gpu_large_cells_and_tuning_are_skipped(tmp_path):
     ctx = TaskContext(device="cpu", gpu_tag="CPU", cache_dir=tmp_path)
-    with pytest.raises(Unsupported, match="CUDA"):
-        get_task("kernel-quant").fn({"kernel": "quant_only", "M": 16, "K": 64}, ctx)
+    with pytest.raises(Unsupported, match="too large for the Triton interpreter"):
+        get_task("kernel-quant").fn({"kernel": "quant_only", "M": 1024, "K": 4096}, ctx)
     with pytest.raises(Unsupported, match="CUDA"):
         get_task("tune").fn({"kernel": "quant_only", "M": 16, "K": 64}, ctx)
