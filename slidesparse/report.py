@@ -325,7 +325,11 @@ def _kernel_context(cells: pd.DataFrame, out: Path, stem: str, plots: bool) -> d
     sections, figures = [], []
     for dtype in sorted(set(sp["dtype"]) | set(totals["dtype"])):
         square = sp[(sp["mode"] == "square") & (sp["dtype"] == dtype)]
-        sq = _speedup_table(square, ["M"], "dense_latency_us", _num)
+        # A matrix may give "square" cells an N = K axis of their own: key those rows by all
+        # three sizes so that two shapes at one M never share a table row.
+        true_square = ((square["M"] == square["N"]) & (square["N"] == square["K"])).all()
+        sq_keys = ["M"] if true_square else ["M", "N", "K"]
+        sq = _speedup_table(square, sq_keys, "dense_latency_us", _num)
         models = []
         t = totals[totals["dtype"] == dtype]
         for model in A.order_models(t["model"]):
@@ -340,7 +344,10 @@ def _kernel_context(cells: pd.DataFrame, out: Path, stem: str, plots: bool) -> d
                 fig = f"{stem}.{dtype}.png"
                 _plot(panels, out / fig, f"{stem} {dtype}")
                 figures.append(fig)
-        sections.append({"dtype": dtype, "square": sq, "models": models, "figure": fig})
+        sq_cols = ["@M", *sq_keys[1:]]
+        sections.append(
+            {"dtype": dtype, "square": sq, "square_cols": sq_cols, "models": models, "figure": fig}
+        )
     suspect = int(sp["suspect"].sum() + totals["suspect"].sum())
     return {
         "sections": sections,

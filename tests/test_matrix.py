@@ -66,7 +66,10 @@ def test_smoke_has_cpu_cells_and_gpu_cells():
     cpu = [c for c in cells if not c.needs_gpu]
     gemm = [c for c in cpu if c.task == "kernel-gemm"]
     assert gemm and all(c.params["backend"] == "cpu-ref" for c in gemm)
-    assert all(c.params["N"] <= 4096 and c.params["M"] <= 256 for c in gemm)
+    assert all(c.params["N"] <= 4096 and c.params["M"] <= 512 for c in gemm)
+    # Square cells are square: M = N = K (the report's square tables are keyed by M).
+    square = [c for c in cells if c.task == "kernel-gemm" and c.params["mode"] == "square"]
+    assert all(c.params["M"] == c.params["N"] == c.params["K"] for c in square)
     # Small quant-kernel cells run under the Triton interpreter; the GPU-size ones do not.
     quant = [c for c in cells if c.task == "kernel-quant"]
     assert 12 <= sum(not c.needs_gpu for c in quant) <= 16

@@ -19,6 +19,7 @@ over the dense latency of the same shape (from ``ctx.memo``) beats L/(L-2) by mo
 
 from __future__ import annotations
 
+import dataclasses
 from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
@@ -294,6 +295,10 @@ def run(params: Mapping[str, Any], ctx: TaskContext) -> list[dict]:
     shapes = resolve_shapes(params)
     M = params["M"]
     name = params.get("backend") or default_backend(ctx.device, pattern)
+    if not gemm.get_spec(name).needs_cuda and ctx.device != "cpu":
+        # A CPU backend (cpu-ref) on a GPU worker must build its operands on the CPU and be
+        # timed with perf_counter: CUDA events around CPU work measured nothing.
+        ctx = dataclasses.replace(ctx, device="cpu")
     cc = _device_cc(ctx.device)
     spec = gemm.select_backend(
         name, dtype, device=ctx.device, cc=cc, **_checks(name, ctx.device, cc)

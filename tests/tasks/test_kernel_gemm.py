@@ -140,3 +140,11 @@ def test_model_mode_runs_four_layers_plus_total(ctx, monkeypatch):
         get_task("kernel-gemm").fn(
             {"mode": "model", "model": "tiny", "layer": "mlp", "M": 32, "dtype": "fp8"}, ctx
         )
+
+
+def test_cpu_ref_on_a_gpu_worker_runs_and_times_on_the_cpu(tmp_path):
+    """A GPU worker (ctx.device == "cuda") still runs cpu-ref on the CPU with perf_counter."""
+    gpu_ctx = TaskContext(device="cuda", gpu_tag="H200_cc90_py312_cu130_x86_64", cache_dir=tmp_path)
+    (row,) = _run(gpu_ctx, backend="cpu-ref", sparsity="2_8")
+    assert row["timer"] == "perf_counter" and row["correct"] is True
+    assert row["latency_us"] > 1.0
