@@ -141,14 +141,15 @@ def gpu_slots(
     Indices in ``spec`` count the devices this process sees, so under an outer
     ``CUDA_VISIBLE_DEVICES=2,3`` (a Slurm or Kubernetes allocation) ``--gpus 1`` is device 3.
     """
+    slots = [s.strip() for s in spec.split(",") if s.strip()] if spec != "all" else []
+    # Checked before anything else, so a typo fails the same way with or without a GPU.
+    if spec != "all" and (not slots or not all(s.isdigit() for s in slots)):
+        raise UserError(f"bad --gpus {spec!r}; use 'all' or device indices such as 0,1")
     if not has_gpu:
         return [None] * max(1, workers)
     visible_env = os.environ.get("CUDA_VISIBLE_DEVICES")
     visible = [s.strip() for s in visible_env.split(",") if s.strip()] if visible_env else None
     if spec != "all":
-        slots = [s.strip() for s in spec.split(",") if s.strip()]
-        if not slots or not all(s.isdigit() for s in slots):
-            raise UserError(f"bad --gpus {spec!r}; use 'all' or device indices such as 0,1")
         if visible is None:
             return slots
         if max(int(s) for s in slots) >= len(visible):

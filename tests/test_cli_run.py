@@ -123,15 +123,17 @@ def test_malformed_matrix_exits_2_naming_the_problem(env, capsys, kind):
     [
         (["--preset", "nope"], "unknown preset 'nope'"),
         (["--shard", "3/3"], "bad --shard '3/3'"),
-        (["--gpus", "x"], None),
+        (["--gpus", "x"], "bad --gpus 'x'"),  # checked on a machine without a GPU too
     ],
 )
 def test_bad_options_exit_2(env, capsys, args, expected):
     code, _, err = _run(capsys, "run-matrix", "--machine", env["machine"], "--dry-run", *args)
-    if expected is None:  # --gpus is only looked at on a GPU machine
-        assert code == 0
-    else:
-        assert code == 2 and expected in err
+    assert code == 2 and expected in err
+
+
+def test_results_of_a_missing_folder_exits_2(tmp_path, capsys):
+    code, _, err = _run(capsys, "results", str(tmp_path / "nope"))
+    assert code == 2 and "no such results folder" in err
 
 
 def test_shards_run_disjoint_parts_and_union_is_everything(env, capsys):

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from slidesparse.errors import UserError
 from slidesparse.matrix import parse_shard, preset_names
 from slidesparse.progress import fmt_seconds
 
@@ -191,6 +192,8 @@ def results_cmd(directory: Path | None, results: Path) -> None:
     from slidesparse.store import Store, StoreWarning, summarize
 
     store = Store(directory or results)
+    if not store.root.is_dir():
+        raise UserError(f"{store.root}: no such results folder; pass the folder run-matrix wrote")
     tags = store.gpu_tags()
     if not tags:
         click.echo(f"no results under {store.root}")
