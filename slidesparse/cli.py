@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import importlib
 import sys
+import warnings
 
 import click
 
 from slidesparse import __version__
-from slidesparse.errors import UserError
+from slidesparse.errors import StoreWarning, UserError
 
 # Modules under slidesparse/commands that contribute commands, in --help order.
 _COMMAND_MODULES = (
@@ -39,8 +40,19 @@ for _name in _COMMAND_MODULES:
         cli.add_command(_command)
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    if issubclass(category, StoreWarning):  # handled data problems: one line, no source
+        click.echo(f"warning: {message}", err=True)
+    else:
+        _default_showwarning(message, category, filename, lineno, file, line)
+
+
+_default_showwarning = warnings.showwarning
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI, print user errors as one line, return the exit code."""
+    warnings.showwarning = _show_warning
     try:
         rv = cli.main(args=argv, prog_name="slidesparse", standalone_mode=False)
     except UserError as exc:

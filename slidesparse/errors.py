@@ -20,3 +20,10 @@ class Unsupported(Exception):  # a verdict, not a failure
     def __init__(self, reason: str):
         super().__init__(reason)
         self.reason = reason
+
+
+class StoreWarning(UserWarning):
+    """A store problem that was handled (corrupt file quarantined, file skipped).
+
+    The CLI prints each as one ``warning:`` line on stderr.
+    """

@@ -30,7 +30,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from slidesparse.errors import UserError
+from slidesparse.errors import StoreWarning, UserError
 
 SCHEMA_VERSION = 1
 _VERSION_KEY = b"slidesparse.schema_version"
@@ -120,10 +120,6 @@ KEY_COLUMNS = (
     "N",
     "K",
 )
-
-
-class StoreWarning(UserWarning):
-    """A store problem that was handled (corrupt file quarantined, file skipped)."""
 
 
 def new_run_id() -> str:

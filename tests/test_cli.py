@@ -96,3 +96,18 @@ def test_verify_cuda_without_gpu_is_user_error(tmp_path):
         pytest.skip("a GPU is present")
     res = run_cli("verify", "--model", _tiny_model(tmp_path), "--device", "cuda")
     assert res.returncode == 2 and "no CUDA device" in res.stderr
+
+
+def test_store_warnings_are_one_line_each(tmp_path):
+    from slidesparse.store import Store
+
+    store = Store(tmp_path / "results")
+    row = {"run_id": "r", "cell_id": "c", "task": "noop", "status": "ok", "latency_us": 1.0}
+    store.write_rows("CPU_cc0_py311_cpu_x86_64", [row], name="good")
+    bad = store.tag_dir("CPU_cc0_py311_cpu_x86_64") / "parts" / "bad.parquet"
+    bad.write_bytes(b"not parquet")
+    res = run_cli("report", str(store.root), "--out", str(tmp_path / "out"), "--no-plots")
+    assert res.returncode == 0, res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("warning: ") and "bad.parquet" in lines[0]
+    assert "StoreWarning" not in res.stderr and bad.exists()  # reports never move files
