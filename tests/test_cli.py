@@ -111,3 +111,11 @@ def test_store_warnings_are_one_line_each(tmp_path):
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("warning: ") and "bad.parquet" in lines[0]
     assert "StoreWarning" not in res.stderr and bad.exists()  # reports never move files
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("model", ["Llama3.2-1B", "Qwen2.5-7B"])
+def test_verify_on_cuda_passes(model):
+    res = run_cli("verify", "--model", model, "--device", "cuda", "--M", "16")
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    assert "32/32 checks passed" in res.stdout
