@@ -104,18 +104,24 @@ def tune_case(case: Case, *, warmup_ms: int = 5, rep_ms: int = 25) -> dict:
                 rejected.append({"config": config, "why": "wrong result"})
                 continue
             t = time_fn(runner(case, inputs, config), warmup_ms=warmup_ms, rep_ms=rep_ms)
-        except triton.runtime.errors.OutOfResources as exc:
-            rejected.append({"config": config, "why": str(exc)})
+        except Exception as exc:  # out of resources, or a config that does not compile here
+            rejected.append({"config": config, "why": f"{type(exc).__name__}: {exc}"[:300]})
             continue
         timings.append((t["latency_us"], config))
     if not timings:
         raise UserError(f"no config of {case.tuning_kernel} ran for {case}: {rejected}")
     default = tuning.default_config(case.tuning_kernel, case.size, case.M)
     best_us, best = min(timings, key=lambda tc: tc[0])
+    # quant_slide has two kernels (BLOCK: per-window, GROUPS: per-group); keep each one's best.
+    by_family = {}
+    for us, c in timings:
+        family = "GROUPS" if "GROUPS" in c else "BLOCK"
+        by_family[family] = min(us, by_family.get(family, us))
     return {
         "config": best,
         "latency_us": best_us,
         "default_latency_us": next((us for us, c in timings if c == default), None),
+        "best_latency_us_by_family": by_family,
         "candidates": len(timings),
         "rejected": rejected,
         "M": case.M,

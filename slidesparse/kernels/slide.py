@@ -6,6 +6,11 @@ in(j) = g·L + 2w + lane (g = j div (2L-4), w = (j mod (2L-4)) div 4, lane = j m
 ``2_inf`` uses in(j) = 2·(j div 4) + j mod 4. Slots with in(j) >= K hold zeros. The scale
 comes from the original row (duplicated values cannot change a maximum), so q equals
 ``quant_only`` applied to the lifted activation, bit for bit.
+
+Two kernels, picked by the tuned config: the window kernel (``BLOCK``) computes in(j) per
+lifted window and handles every pattern; the group kernel (``GROUPS``, finite L) loads
+source groups contiguously, quantizes each value once and writes window w of a group as
+bytes 2w..2w+3 of the packed group (a constant shift), so it has no index division at all.
 """
 
 from __future__ import annotations
@@ -96,18 +101,231 @@ def _quant_slide_kernel(
     tl.store(scale_ptr + rows, tl.where(rows < M, scale, 1.0))
 
 
+@triton.jit
+def _pack_group(b, lane, LANE0: tl.constexpr):
+    """Bytes ``b`` [ROWS, G, LP] uint64 of lanes LANE0..LANE0+7 packed little-endian: [ROWS, G]."""
+    keep = (lane >= LANE0) & (lane < LANE0 + 8)
+    return tl.sum(tl.where(keep, b << ((lane - LANE0) * 8 & 63).to(tl.uint64), 0), axis=2)
+
+
+@triton.jit
+def _window_words(lo, hi, w, LP: tl.constexpr):
+    """Window ``w`` of a group (its bytes 2w..2w+3, one uint32) from the packed group.
+
+    ``lo``/``hi`` hold group bytes 0-7 / 8-15; shifts stay below 64 (larger ones are
+    undefined), and only window 3 of a 16-byte group straddles the two words."""
+    s = (w * 16).to(tl.uint64)
+    if LP <= 8:
+        word = lo >> s
+    else:
+        from_lo = lo >> tl.minimum(s, 48)
+        from_hi = hi >> tl.maximum(s, 64) - 64
+        word = tl.where(s < 64, from_lo, from_hi)
+        word = tl.where(s == 48, from_lo | (hi << 16), word)
+    return word.to(tl.uint32).to(tl.int32, bitcast=True)
+
+
+@triton.jit
+def _lift_tile(
+    x,
+    inv,
+    q_rows,
+    rows,
+    g0,
+    n_words,
+    stride_q32m,
+    q32_ptr,
+    LP: tl.constexpr,
+    NW: tl.constexpr,
+    NWP: tl.constexpr,
+    QMAX: tl.constexpr,
+    FP8: tl.constexpr,
+    EXACT_CAST: tl.constexpr,
+    GROUPS: tl.constexpr,
+    SPLIT: tl.constexpr,
+):
+    """Quantize source groups ``x`` [ROWS, GROUPS, LP] (fp32, groups g0.. of the rows) once and
+    store their lifted windows: window w of group g is word g·NW + w of the int32 row."""
+    lane = tl.arange(0, LP)[None, None, :]
+    q = quantize(x, inv, QMAX, FP8, EXACT_CAST)
+    b = q.to(tl.uint8, bitcast=True).to(tl.uint64)  # lanes past the group hold zeros
+    lo = _pack_group(b, lane, 0)
+    hi = lo
+    if LP > 8:
+        hi = _pack_group(b, lane, 8)
+    if SPLIT:
+        # One [ROWS, GROUPS] store per window slot; every shift is a constant.
+        g = g0 + tl.arange(0, GROUPS)[None, :]
+        q_rows2 = q32_ptr + rows.to(tl.int64)[:, None] * stride_q32m
+        for w in tl.static_range(NW):
+            word = _window_words(lo, hi, tl.full([1, 1], w, tl.int32), LP)
+            tl.store(q_rows2 + g * NW + w, word, mask=g * NW + w < n_words)
+    else:
+        g = g0 + tl.arange(0, GROUPS)[None, :, None]
+        w = tl.arange(0, NWP)[None, None, :]
+        word = _window_words(lo[:, :, None], hi[:, :, None], w, LP)
+        idx = g * NW + w
+        tl.store(q_rows + idx, word, mask=(w < NW) & (idx < n_words))
+
+
+@triton.jit
+def _quant_slide_groups_kernel(
+    # pointers (q32_ptr: the output viewed as int32, one lifted window per element)
+    x_ptr,
+    q32_ptr,
+    scale_ptr,
+    # sizes and strides (x: elements, q32: windows); row offsets are 64-bit
+    M,
+    K,
+    n_words,
+    stride_xm,
+    stride_q32m,
+    # pattern: group length, its power-of-two ceiling, windows per group (and its ceiling)
+    GROUP: tl.constexpr,
+    LP: tl.constexpr,
+    NW: tl.constexpr,
+    NWP: tl.constexpr,
+    # numerics
+    QMAX: tl.constexpr,
+    FP8: tl.constexpr,
+    AMAX_FLOOR: tl.constexpr,
+    EXACT_CAST: tl.constexpr,
+    # tiling: GROUPS source groups per step; SPLIT stores each window slot on its own
+    ROWS: tl.constexpr,
+    GROUPS: tl.constexpr,
+    ONE_PASS: tl.constexpr,
+    SPLIT: tl.constexpr,
+):
+    # Source tiles are [ROWS, GROUPS, LP]: contiguous loads, each value quantized once. A
+    # group's bytes are packed into two uint64, and window w of the group is bytes 2w..2w+3,
+    # i.e. a constant shift: the lifted row is written as whole 4-byte windows, no gather and
+    # no division by the window count.
+    rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)  # [ROWS]; the grid covers M_pad exactly
+    rows64 = rows.to(tl.int64)[:, None, None]
+    row_ok = (rows < M)[:, None, None]
+    x_rows = x_ptr + rows64 * stride_xm  # [ROWS, 1, 1]
+    q_rows = q32_ptr + rows64 * stride_q32m
+    grp = tl.arange(0, GROUPS)[None, :, None]  # [1, GROUPS, 1]
+    lane = tl.arange(0, LP)[None, None, :]  # [1, 1, LP]
+    in_group = lane < GROUP
+    if ONE_PASS:
+        src = grp * GROUP + lane
+        x = tl.load(x_rows + src, mask=row_ok & in_group & (src < K), other=0.0).to(tl.float32)
+        amax = tl.max(abs_max_bits(x, 2), axis=1)
+    else:
+        cols = tl.arange(0, GROUPS * LP)[None, :]
+        x_rows2 = x_ptr + rows.to(tl.int64)[:, None] * stride_xm  # [ROWS, 1]
+        amax = tl.zeros([ROWS], dtype=tl.int32)
+        for k0 in range(0, K, GROUPS * LP):
+            c = k0 + cols
+            # Keep the row in L2 for the lifting sweep.
+            xk = tl.load(
+                x_rows2 + c,
+                mask=(rows < M)[:, None] & (c < K),
+                other=0.0,
+                eviction_policy="evict_last",
+            )
+            amax = tl.maximum(amax, abs_max_bits(xk.to(tl.float32), 1))
+    scale, inv = scale_and_inv(amax, AMAX_FLOOR, QMAX)
+    inv = inv[:, None, None]
+    if ONE_PASS:
+        _lift_tile(
+            x,
+            inv,
+            q_rows,
+            rows,
+            0,
+            n_words,
+            stride_q32m,
+            q32_ptr,
+            LP,
+            NW,
+            NWP,
+            QMAX,
+            FP8,
+            EXACT_CAST,
+            GROUPS,
+            SPLIT,
+        )
+    else:
+        for g0 in range(0, tl.cdiv(n_words, NW), GROUPS):
+            src = (g0 + grp) * GROUP + lane
+            x = tl.load(
+                x_rows + src,
+                mask=row_ok & in_group & (src < K),
+                other=0.0,
+                eviction_policy="evict_first",
+            ).to(tl.float32)
+            _lift_tile(
+                x,
+                inv,
+                q_rows,
+                rows,
+                g0,
+                n_words,
+                stride_q32m,
+                q32_ptr,
+                LP,
+                NW,
+                NWP,
+                QMAX,
+                FP8,
+                EXACT_CAST,
+                GROUPS,
+                SPLIT,
+            )
+    tl.store(scale_ptr + rows, tl.where(rows < M, scale, 1.0))
+
+
 def launch_quant_slide(x, q, scale, L: int, config: dict) -> None:
     """Launch the kernel on preallocated outputs.
 
     x: [M, K] bf16/fp16/fp32, unit stride along K. q: [M_pad, K_slide] int8 or
     float8_e4m3fn, unit stride along K, K_slide a multiple of 4. scale: [M_pad] fp32,
     contiguous. L: group length (4..16, even), 0 for 2_inf. config: ``ROWS`` (divides 16),
-    ``BLOCK`` (power of two >= 4, lifted columns per step), ``num_warps``.
+    ``num_warps``, and either ``GROUPS`` (power of two, source groups per step) with
+    ``SPLIT`` (0/1) for the group kernel (finite L only), or ``BLOCK`` (power of two >= 4,
+    lifted columns per step) for the window kernel.
     """
     M, K = x.shape
     M_pad, K_slide = q.shape
     fp8 = numerics.dtype_name(q.dtype) == "fp8"
-    rows, block = config["ROWS"], config["BLOCK"]
+    qmax = numerics.QMAX["fp8" if fp8 else "int8"]
+    rows = config["ROWS"]
+    if "GROUPS" in config:
+        if not L:
+            raise UserError("quant_slide: GROUPS configs need a finite L; use a BLOCK config")
+        import torch
+
+        q32 = q.view(torch.int32)  # [M_pad, K_slide / 4]: one lifted window per element
+        nw, groups = L // 2 - 1, config["GROUPS"]
+        lp = 1 << (L - 1).bit_length()
+        _quant_slide_groups_kernel[(M_pad // rows,)](
+            x,
+            q32,
+            scale,
+            M,
+            K,
+            q32.shape[1],
+            x.stride(0),
+            q32.stride(0),
+            GROUP=L,
+            LP=lp,
+            NW=nw,
+            NWP=1 << (nw - 1).bit_length(),
+            QMAX=qmax,
+            FP8=fp8,
+            AMAX_FLOOR=numerics.AMAX_FLOOR,
+            EXACT_CAST=numerics.interpreting(),
+            ROWS=rows,
+            GROUPS=groups,
+            ONE_PASS=groups * nw >= q32.shape[1],
+            SPLIT=bool(config["SPLIT"]),
+            num_warps=config["num_warps"],
+            enable_fp_fusion=False,
+        )
+        return
+    block = config["BLOCK"]
     _quant_slide_kernel[(M_pad // rows,)](
         x,
         q,
@@ -119,7 +337,7 @@ def launch_quant_slide(x, q, scale, L: int, config: dict) -> None:
         q.stride(0),
         NW=L // 2 - 1 if L else 0,
         GROUP=L,
-        QMAX=numerics.QMAX["fp8" if fp8 else "int8"],
+        QMAX=qmax,
         FP8=fp8,
         AMAX_FLOOR=numerics.AMAX_FLOOR,
         EXACT_CAST=numerics.interpreting(),

@@ -80,6 +80,7 @@ def config_space(kernel: str, size: int) -> list[dict]:
             for warps in (4, 8):
                 if block < full:
                     space.append({"ROWS": 1, "BLOCK": block, "num_warps": warps})
+        space += _group_space(kernel, size)
     else:
         n_max = max(16, _pow2_ceil(size))
         shapes = ((1, 1024, 4), (4, 512, 4), (8, 512, 4), (8, 1024, 8), (16, 256, 4), (16, 512, 8))
@@ -87,6 +88,35 @@ def config_space(kernel: str, size: int) -> list[dict]:
     default = default_config(kernel, size, M_BUCKET_MAX)
     unique = [default] + [c for c in space if c != default]
     return [dict(c) for c in {json.dumps(c, sort_keys=True): c for c in unique}.values()]
+
+
+def _group_space(kernel: str, size: int) -> list[dict]:
+    """Configs of quant_slide's group kernel (finite L): GROUPS source groups per step, whole
+    row (one pass; SPLIT picks the store) or 1024..8192 source lanes per step (two passes)."""
+    from slidesparse import sparsity
+
+    if not kernel.startswith("quant_slide_"):
+        return []
+    L = sparsity.parse_pattern(kernel.removeprefix("quant_slide_")).L
+    if L is None:
+        return []
+    lanes = _pow2_ceil(L)  # a group's tile width
+    n_groups = -(-row_length(kernel, size) // (2 * L - 4))
+    full = _pow2_ceil(n_groups)
+    space = []
+    if full * lanes <= 8192:
+        space += [
+            {"ROWS": 1, "GROUPS": full, "SPLIT": split, "num_warps": w}
+            for split in (0, 1)
+            for w in (4, 8)
+            if 4 * 32 * w <= full * lanes or w == 4
+        ]
+    space += [
+        {"ROWS": 1, "GROUPS": tile // lanes, "SPLIT": 0, "num_warps": w}
+        for tile, w in ((1024, 4), (2048, 4), (4096, 4), (4096, 8), (8192, 8))
+        if tile // lanes < full
+    ]
+    return space
 
 
 def default_config(kernel: str, size: int, M: int) -> dict:

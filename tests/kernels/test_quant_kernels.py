@@ -74,6 +74,40 @@ def test_every_tiling_gives_the_same_bits(device, config, out):
     assert_same(got, reference.quant_slide_ref(x, "2_10", out))
 
 
+FINITE = [p for p in sparsity.ALL_SPARSE if p != "2_inf"]
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # numpy's inf*0
+@pytest.mark.parametrize("pattern", FINITE)
+@pytest.mark.parametrize("out", OUT)
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"ROWS": 1, "GROUPS": 4, "SPLIT": 0, "num_warps": 1},  # two passes, window-tile stores
+        {"ROWS": 4, "GROUPS": 64, "SPLIT": 1, "num_warps": 2},  # one pass, per-window stores
+    ],
+)
+def test_group_kernel_matches_reference(device, pattern, out, config):
+    # K = 203 is a multiple of neither L nor 32; rows with inf / NaN; M = 1 alone.
+    x = _x(5, 203, torch.bfloat16, device)
+    x[1, 7], x[3, 200] = float("inf"), float("nan")
+    assert_same(
+        slide.quant_slide(x, pattern, out, config=config),
+        reference.quant_slide_ref(x, pattern, out),
+    )
+    x1 = x[4:]
+    assert_same(
+        slide.quant_slide(x1, pattern, out, config=config),
+        reference.quant_slide_ref(x1, pattern, out),
+    )
+
+
+def test_group_configs_need_a_finite_group(device):
+    x = _x(2, 64, torch.bfloat16, device)
+    with pytest.raises(UserError, match="finite L"):
+        slide.quant_slide(x, "2_inf", "int8", config={"ROWS": 1, "GROUPS": 8, "SPLIT": 0})
+
+
 @pytest.mark.parametrize("out", OUT)
 def test_zero_rows_use_the_scale_floor_and_padded_rows_scale_one(device, out):
     x = _x(3, 50, torch.bfloat16, device)

@@ -42,10 +42,17 @@ def test_config_space_is_valid_and_starts_with_the_default(kernel, size):
     assert space[0] == tuning.default_config(kernel, size, 16384)
     assert len({json.dumps(c, sort_keys=True) for c in space}) == len(space)
     for c in space:
-        blocks = [c[k] for k in ("BLOCK", "BLOCK_M", "BLOCK_N") if k in c]
+        blocks = [c[k] for k in ("BLOCK", "BLOCK_M", "BLOCK_N", "GROUPS") if k in c]
         assert all(b & (b - 1) == 0 for b in blocks)
         if "ROWS" in c:
             assert 16 % c["ROWS"] == 0
+
+
+@pytest.mark.parametrize("size", [40, 3584, 18944])
+def test_group_configs_only_for_finite_patterns(size):
+    assert any("GROUPS" in c for c in tuning.config_space("quant_slide_2_8", size))
+    for kernel in ("quant_slide_2_inf", "quant_only"):
+        assert not any("GROUPS" in c for c in tuning.config_space(kernel, size))
 
 
 def test_unknown_kernel_is_a_user_error():
