@@ -2,6 +2,7 @@
 
     python benchmarks/gemm_kernels.py --models Qwen2.5-7B,Qwen2.5-14B --M 16384 --out $OUT
     python benchmarks/gemm_kernels.py --sweep Qwen2.5-7B --out $OUT     # 4 x 9 x 9 x 2 sweep
+    python benchmarks/gemm_kernels.py --probe --fp8-diag Qwen2.5-7B --out $OUT  # diagnosis
 
 Prints: the extension build time; per model and dtype, the speedup table (dense = fastest
 dense backend of the run), the side-by-side with the published H100 totals, and the target
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -62,40 +64,83 @@ def build_extension() -> dict:
     }
 
 
-_PROBE = """
-import sys, torch
-from slidesparse import ops, sparsity
-s, m, lay = map(int, sys.argv[1:4])
-torch.manual_seed(0)
-w = sparsity.prune(torch.randint(-3, 4, (512, 1024), device="cuda").float(), "2_4").to(torch.int8)
-x = torch.randint(-3, 4, (256, 1024), device="cuda").to(torch.int8)
-c = ops.cusparselt_compress(w.contiguous(), lay)
-print(ops.cusparselt_plan_info(x, 512, torch.int32, 0, s, m, lay))
-y = ops.cusparselt_mm(c, x, 512, torch.int32, 0, s, m, lay)
-ref = (x.double() @ w.double().T)
-print("exact", torch.equal(y.double(), ref))
-"""
+SPLIT_CONFIGS = ((2, 1), (2, 2), (4, 1), (4, 2), (2, -1), (4, -1), (-1, -1))
 
 
-def probe_split_k() -> list[str]:
-    """Each split-K configuration in its own process (a crash kills only that one)."""
-    import subprocess
+def run_probes(out: Path) -> list[dict]:
+    """cuSPARSELt configurations that crashed before, each chain of them in its own process.
 
-    configs = [(2, 1), (2, 2), (4, 1), (4, 2), (2, -1), (4, -1), (-1, -1)]
-    procs = {
-        (s, m, lay): subprocess.Popen(
-            [sys.executable, "-c", _PROBE, str(s), str(m), str(lay)],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )
-        for s, m in configs
-        for lay in (0, 1)
-    }  # fmt: skip
-    out = []
-    for key, p in procs.items():
-        text, _ = p.communicate(timeout=120)
-        tail = " | ".join(text.strip().splitlines()[-2:])[-200:]
-        out.append(f"split_k={key[0]} mode={key[1]} layout={key[2]}: rc={p.returncode} {tail}")
-    return out
+    (c) split-K 2/4 and Segment-K per mode, dtype and layout; (d) every alg id x layout of
+    the first 16-bit cell that crashed (M=256, N=512, K=1000 -> K_slide=1024 at 2_4).
+    """
+    from slidesparse.gemm import probe
+
+    groups = []
+    for dtype in ("int8", "fp16"):
+        for s, m in SPLIT_CONFIGS:
+            groups.append([probe.config(dtype, 256, 512, 1024, split_k=s, split_k_mode=m,
+                                        layout=lay) for lay in range(4)])  # fmt: skip
+    for dtype in ("fp16", "bf16"):
+        for lay in range(4):
+            # Ids past the problem's count fail fast with "out of range".
+            groups.append([probe.config(dtype, 256, 512, 1024, alg_id=a, layout=lay)
+                           for a in range(32)])  # fmt: skip
+    t0 = time.perf_counter()
+    res = probe.probe_groups(groups, workers=12)
+    (out / "probe.json").write_text(json.dumps(res, indent=1))
+    print(f"probe: {len(res)} configurations in {time.perf_counter() - t0:.1f} s")
+    for r in res:
+        if r["status"] != "ok" and not str(r.get("detail", "")).count("out of range"):
+            print(f"  {r['status']:7} {r['dtype']} alg={r['alg_id']} split_k={r['split_k']} "
+                  f"mode={r['split_k_mode']} layout={r['layout']}: {r['detail']}")  # fmt: skip
+    ok = [r for r in res if r["status"] == "ok"]
+    print(
+        f"probe ok: {len(ok)}; by status: "
+        f"{ {st: sum(r['status'] == st for r in res) for st in {r['status'] for r in res}} }"
+    )
+    return res
+
+
+def fp8_diag(model: str, M: int) -> None:
+    """Per layer: torch._scaled_mm vs the first cuBLASLt heuristics (C separate / in place),
+    timed interleaved, with the kernel each one launches (profiler)."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from slidesparse import ops
+    from slidesparse.gemm import timing
+    from slidesparse.models import get_model
+
+    f8, bf = torch.float8_e4m3fn, torch.bfloat16
+    one = torch.ones((), device="cuda")
+    for layer, (N, K) in get_model(model).layers.items():
+        x = (torch.randn(M, K, device="cuda") * 2).to(f8)
+        w = (torch.randn(N, K, device="cuda") * 2).to(f8)
+        calls = {"torch": lambda x=x, w=w: torch._scaled_mm(x, w.T, one, one, out_dtype=bf)}
+        algos = ops.cublaslt_algos(x, w, bf)
+        for i in range(min(3, len(algos))):
+            for sep in (True, False):
+                calls[f"i{i}{'S' if sep else 'A'}"] = lambda i=i, sep=sep, x=x, w=w: (
+                    ops.cublaslt_mm(x, w, bf, i, sep)
+                )
+        kern = {}
+        for name, fn in calls.items():
+            fn()
+            torch.cuda.synchronize()
+            with profile(activities=[ProfilerActivity.CUDA]) as prof:
+                fn()
+                torch.cuda.synchronize()
+            kern[name] = [e.name for e in prof.events() if "cuda" in str(e.device_type).lower()]
+        samples = {n: [] for n in calls}
+        for _ in range(6):
+            for n, fn in calls.items():
+                samples[n] += timing.time_cuda(fn, repeats=4, warmup=1).samples_us
+        base = statistics.median(samples["torch"])
+        print(f"fp8 {model} {layer} M={M} N={N} K={K}: algos[:3]={algos[:3]}")
+        for n in calls:
+            med = statistics.median(samples[n])
+            print(f"   {n:6} {med:9.1f} us ({base / med:.3f}x torch) {kern[n][:2]}")
+        del x, w
 
 
 def target_checks(rows: list[dict]) -> list[str]:
@@ -142,6 +187,60 @@ def target_checks(rows: list[dict]) -> list[str]:
     return out
 
 
+def paired_checks(ctx, model: str, dtypes, M: int, patterns, rounds: int = 8) -> list[str]:
+    """The per-layer targets re-timed A/B: ours and the torch built-in, interleaved.
+
+    Each backend runs the configuration its search stored (the rows above); the two calls
+    alternate for ``rounds`` rounds, so clock drift over the run hits both alike. This is
+    the comparison the PASS/FAIL lines report.
+    """
+    from slidesparse import gemm
+    from slidesparse.gemm import operands, timing
+    from slidesparse.gemm.search import cache_key
+    from slidesparse.models import get_model
+    from slidesparse.sparsity import parse_pattern
+    from slidesparse.tasks.kernel_gemm import _search_cache
+
+    cache = _search_cache(ctx)
+    lines = []
+    for dtype in dtypes:
+        out_dtype = gemm.DEFAULT_OUT_DTYPE[dtype]
+        for pname in patterns:
+            pat = parse_pattern(pname)
+            ours, theirs = ("cublaslt", "torch-builtin") if pat.is_dense else (
+                "cusparselt", "torch-cslt")  # fmt: skip
+            tot = {ours: 0.0, theirs: 0.0}
+            for layer, (N, K) in get_model(model).layers.items():
+                w_values = operands.pruned_weight(N, K, dtype, pat, seed=0, device="cuda")
+                x_values = operands.random_values((M, K), dtype, seed=1, device="cuda")
+                calls = {}
+                for name in (ours, theirs):
+                    be = gemm.make_backend(gemm.get_spec(name), "cuda", pat)
+                    w = be.prepare_weight(w_values, pat, dtype, out_dtype)
+                    inp = be.prepare_input(x_values, w)
+                    hit = cache.get(cache_key(name, dtype, out_dtype, pat.name, N, K, M))
+                    cfg = hit["config"] if hit else be.candidates(w, inp)[0]
+                    calls[name] = be.make_call(w, inp, cfg)
+                samples = {n: [] for n in calls}
+                for _ in range(rounds):
+                    for n, fn in calls.items():
+                        samples[n] += timing.time_cuda(fn, repeats=3, warmup=1).samples_us
+                med = {n: statistics.median(v) for n, v in samples.items()}
+                for n in med:
+                    tot[n] += med[n]
+                lines.append(_paired_line(dtype, pname, M, layer, ours, theirs, med))
+                del calls, w_values, x_values
+            lines.append(_paired_line(dtype, pname, M, "total", ours, theirs, tot))
+    return lines
+
+
+def _paired_line(dtype, pname, M, layer, ours, theirs, med) -> str:
+    a, b = med[ours], med[theirs]
+    verdict = "PASS" if a <= b * 1.01 else "FAIL"
+    return (f"{verdict} paired {dtype} {pname} M={M} {layer}: {ours} {a:.1f} us vs {theirs} "
+            f"{b:.1f} us ({b / a:.3f}x)")  # fmt: skip
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--models", default="")
@@ -153,14 +252,19 @@ def main() -> int:
     ap.add_argument("--sparse-backends", default="cusparselt,torch-cslt")
     ap.add_argument("--sweep", default="", help="model for the full 4x9x9x2 sweep")
     ap.add_argument("--out", default=".")
-    ap.add_argument("--probe-split-k", action="store_true", help="isolate split-K crashes")
+    ap.add_argument("--probe", action="store_true", help="crash-isolated cuSPARSELt probes")
+    ap.add_argument("--fp8-diag", default="", help="model for the FP8 cuBLASLt diagnosis")
+    ap.add_argument("--paired", action="store_true", help="A/B re-time ours vs torch per layer")
     args = ap.parse_args()
+    csv = lambda s: tuple(x for x in s.split(",") if x)  # noqa: E731
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     info = {"versions": versions(), "build": build_extension()}
     print(json.dumps(info, indent=1), flush=True)
-    if args.probe_split_k:
-        print("\n".join(probe_split_k()), flush=True)
+    if args.probe:
+        run_probes(out)
+    if args.fp8_diag:
+        fp8_diag(args.fp8_diag, int(csv(args.M)[0]))
     ctx = lib.bench_context(out / "cache")
     print(f"gpu_tag={ctx.gpu_tag}", flush=True)
     rows_file = (out / "gemm_rows.jsonl").open("a")
@@ -193,10 +297,15 @@ def main() -> int:
         print("\n".join(target_checks(rows)), flush=True)
         return rows, dt
 
-    csv = lambda s: tuple(x for x in s.split(",") if x)  # noqa: E731
     for model in csv(args.models):
         one(model, None, csv(args.dtypes), tuple(map(int, csv(args.M))), csv(args.patterns),
             csv(args.dense_backends), csv(args.sparse_backends), model)  # fmt: skip
+        if args.paired:
+            t0 = time.perf_counter()
+            for M in map(int, csv(args.M)):
+                lines = paired_checks(ctx, model, csv(args.dtypes), M, csv(args.patterns))
+                print("\n".join(lines), flush=True)
+            print(f"paired checks {model}: {time.perf_counter() - t0:.1f} s", flush=True)
     if args.square:
         sq = tuple(map(int, csv(args.square)))
         one(None, sq, csv(args.dtypes), sq, csv(args.patterns), csv(args.dense_backends),

@@ -10,7 +10,7 @@ namespace slidesparse {
 std::vector<int64_t> cublaslt_algos(const at::Tensor& x, const at::Tensor& w,
                                     at::ScalarType out_dtype);
 at::Tensor cublaslt_mm(const at::Tensor& x, const at::Tensor& w, at::ScalarType out_dtype,
-                       int64_t algo_index);
+                       int64_t algo_index, bool separate_c);
 at::Tensor cusparselt_compress(const at::Tensor& w, int64_t layout);
 at::Tensor cusparselt_mm(const at::Tensor& compressed, const at::Tensor& x, int64_t N,
                          at::ScalarType in_dtype, at::ScalarType out_dtype, int64_t alg_id,

@@ -8,6 +8,10 @@
 // For each problem (device, M, N, K, dtypes) the descriptors and up to `max_algos` heuristic
 // results are built once and cached; an algorithm is then addressed by its index in that list,
 // which Python searches over and stores.
+//
+// C (never read: beta = 0) is either D itself (in place) or a separate read-only pointer,
+// which is what torch._scaled_mm passes for FP8 (the activation's); the library may run a
+// different epilogue for the two, so FP8 searches both.
 #include <cublasLt.h>
 
 #include <map>
@@ -172,7 +176,7 @@ std::vector<int64_t> cublaslt_algos(const at::Tensor& x, const at::Tensor& w,
 }
 
 at::Tensor cublaslt_mm(const at::Tensor& x, const at::Tensor& w, at::ScalarType out_dtype,
-                       int64_t algo_index) {
+                       int64_t algo_index, bool separate_c) {
   const char* fn = "slidesparse::cublaslt_mm";
   c10::cuda::CUDAGuard guard(x.device());
   cublasLtHandle_t handle;
@@ -193,8 +197,9 @@ at::Tensor cublaslt_mm(const at::Tensor& x, const at::Tensor& w, at::ScalarType 
   const void* alpha = p->int_scale ? static_cast<const void*>(&ione) : &fone;
   const void* beta = p->int_scale ? static_cast<const void*>(&izero) : &fzero;
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  const void* c = separate_c ? x.data_ptr() : out.data_ptr();
   SS_CUBLAS_CHECK(cublasLtMatmul(handle, p->desc, alpha, w.data_ptr(), p->a, x.data_ptr(), p->b,
-                                 beta, out.data_ptr(), p->d, out.data_ptr(), p->d, &r.algo,
+                                 beta, c, p->d, out.data_ptr(), p->d, &r.algo,
                                  ws.data_ptr(), r.workspaceSize, stream),
                   fn);
   return out;

@@ -1,14 +1,19 @@
 // 2:4 sparse GEMM on cuSPARSELt: compress once, plan per algorithm, plans cached.
 //
-// Y[M, N] = X[M, Ks] · W[N, Ks]ᵀ with W 2:4 sparse along Ks. B = X seen as a Ks x M
-// column-major matrix, D = N x M column-major (which is Y row-major). The structured operand
-// A = W has two descriptions of the same memory, and the library picks different kernels for
-// them, so the search tries both ("layout"): 0 = Ks x N column-major used transposed (TN),
-// 1 = N x Ks row-major used as is (what torch._cslt_sparse_mm describes).
+// Y[M, N] = X[M, Ks] · W[N, Ks]ᵀ with W 2:4 sparse along Ks and D = N x M column-major (which
+// is Y row-major). The same memory has two descriptions per operand, and the library picks
+// different kernels for them (on an H200 each of the four won on some shapes), so the search
+// tries all four ("layout", two bits):
+//   bit 0 (A = W): 0 = Ks x N column-major used transposed, 1 = N x Ks row-major used as is;
+//   bit 1 (B = X): 0 = Ks x M column-major used as is, 1 = M x Ks row-major used transposed.
+// Layout 3 is how torch._cslt_sparse_mm describes W and a transposed activation view, so the
+// search here is a superset of torch's.
 //
 // Compression depends only on A's descriptor (cusparseLtSpMMACompress2), so one compressed
-// weight serves every alg_id / split_k the search tries. Plans are keyed by the full problem
-// and algorithm and kept for the process lifetime; workspace comes from torch's allocator.
+// weight per A description (bit 0) serves every alg_id / split_k / B description. C gets its
+// own descriptor, as torch gives it, rather than aliasing D's. Plans are keyed by the full
+// problem and algorithm and kept for the process lifetime; workspace comes from torch's
+// allocator.
 #include <cusparseLt.h>
 
 #include <map>
@@ -35,7 +40,7 @@ struct Handle {
 };
 
 struct Plan {
-  cusparseLtMatDescriptor_t a, b, d;
+  cusparseLtMatDescriptor_t a, b, c, d;
   cusparseLtMatmulDescriptor_t matmul;
   cusparseLtMatmulAlgSelection_t alg;
   cusparseLtMatmulPlan_t plan;
@@ -47,6 +52,7 @@ struct Plan {
       cusparseLtMatmulPlanDestroy(&plan);
       cusparseLtMatmulAlgSelectionDestroy(&alg);
       cusparseLtMatDescriptorDestroy(&d);
+      cusparseLtMatDescriptorDestroy(&c);
       cusparseLtMatDescriptorDestroy(&b);
       cusparseLtMatDescriptorDestroy(&a);
     }
@@ -89,15 +95,22 @@ void check_out_dtype(at::ScalarType in, at::ScalarType out, const char* fn) {
   TORCH_CHECK(ok, fn, ": cannot write ", out, " from ", in);
 }
 
+bool a_row(int64_t layout) { return (layout & 1) != 0; }
+bool b_row(int64_t layout) { return (layout & 2) != 0; }
+
 cusparseOperation_t op_a(int64_t layout) {
-  return layout == 0 ? CUSPARSE_OPERATION_TRANSPOSE : CUSPARSE_OPERATION_NON_TRANSPOSE;
+  return a_row(layout) ? CUSPARSE_OPERATION_NON_TRANSPOSE : CUSPARSE_OPERATION_TRANSPOSE;
+}
+
+cusparseOperation_t op_b(int64_t layout) {
+  return b_row(layout) ? CUSPARSE_OPERATION_TRANSPOSE : CUSPARSE_OPERATION_NON_TRANSPOSE;
 }
 
 // The structured descriptor of W[N, Ks] in the given layout (see the file comment).
 void init_sparse_desc(cusparseLtHandle_t* h, cusparseLtMatDescriptor_t* a, int64_t N, int64_t Ks,
                       cudaDataType_t t, int64_t layout, const char* fn) {
-  TORCH_CHECK(layout == 0 || layout == 1, fn, ": layout ", layout, " is not 0 or 1");
-  if (layout == 0) {
+  TORCH_CHECK(layout >= 0 && layout <= 3, fn, ": layout ", layout, " is not in 0..3");
+  if (!a_row(layout)) {
     SS_CUSPARSELT_CHECK(cusparseLtStructuredDescriptorInit(h, a, Ks, N, Ks, kAlign, t,
                                                            CUSPARSE_ORDER_COL,
                                                            CUSPARSELT_SPARSITY_50_PERCENT),
@@ -122,13 +135,20 @@ Plan& plan_for(int dev, int64_t N, int64_t Ks, int64_t M, at::ScalarType in, at:
   const cudaDataType_t ab = cuda_dtype(in, fn), dd = cuda_dtype(out, fn);
   auto p = std::make_unique<Plan>();
   init_sparse_desc(h, &p->a, N, Ks, ab, layout, fn);
-  SS_CUSPARSELT_CHECK(cusparseLtDenseDescriptorInit(h, &p->b, Ks, M, Ks, kAlign, ab,
+  if (b_row(layout)) {
+    SS_CUSPARSELT_CHECK(cusparseLtDenseDescriptorInit(h, &p->b, M, Ks, Ks, kAlign, ab,
+                                                      CUSPARSE_ORDER_ROW), fn);
+  } else {
+    SS_CUSPARSELT_CHECK(cusparseLtDenseDescriptorInit(h, &p->b, Ks, M, Ks, kAlign, ab,
+                                                      CUSPARSE_ORDER_COL), fn);
+  }
+  SS_CUSPARSELT_CHECK(cusparseLtDenseDescriptorInit(h, &p->c, N, M, N, kAlign, dd,
                                                     CUSPARSE_ORDER_COL), fn);
   SS_CUSPARSELT_CHECK(cusparseLtDenseDescriptorInit(h, &p->d, N, M, N, kAlign, dd,
                                                     CUSPARSE_ORDER_COL), fn);
-  SS_CUSPARSELT_CHECK(cusparseLtMatmulDescriptorInit(h, &p->matmul, op_a(layout),
-                                                     CUSPARSE_OPERATION_NON_TRANSPOSE, &p->a,
-                                                     &p->b, &p->d, &p->d, compute_type(in)),
+  SS_CUSPARSELT_CHECK(cusparseLtMatmulDescriptorInit(h, &p->matmul, op_a(layout), op_b(layout),
+                                                     &p->a, &p->b, &p->c, &p->d,
+                                                     compute_type(in)),
                       fn);
   SS_CUSPARSELT_CHECK(cusparseLtMatmulAlgSelectionInit(h, &p->alg, &p->matmul,
                                                        CUSPARSELT_MATMUL_ALG_DEFAULT), fn);
@@ -166,7 +186,8 @@ Plan& plan_for(int dev, int64_t N, int64_t Ks, int64_t M, at::ScalarType in, at:
 
 }  // namespace
 
-// Compress a 2:4 weight W[N, Ks] into cuSPARSELt's opaque form (a uint8 buffer) for `layout`.
+// Compress a 2:4 weight W[N, Ks] into cuSPARSELt's opaque form (a uint8 buffer) for `layout`
+// (only its A bit matters).
 at::Tensor cusparselt_compress(const at::Tensor& w, int64_t layout) {
   const char* fn = "slidesparse::cusparselt_compress";
   TORCH_CHECK(w.is_cuda() && w.dim() == 2 && w.is_contiguous(), fn,

@@ -18,7 +18,8 @@ NAMESPACE = "slidesparse"
 SCHEMAS = {
     "cublaslt_algos": "cublaslt_algos(Tensor x, Tensor w, ScalarType out_dtype) -> int[]",
     "cublaslt_mm": (
-        "cublaslt_mm(Tensor x, Tensor w, ScalarType out_dtype, int algo_index) -> Tensor"
+        "cublaslt_mm(Tensor x, Tensor w, ScalarType out_dtype, int algo_index, "
+        "bool separate_c) -> Tensor"
     ),
     "cusparselt_compress": "cusparselt_compress(Tensor w, int layout) -> Tensor",
     "cusparselt_mm": (
@@ -51,7 +52,7 @@ def _define() -> None:
 
 def _register_fakes() -> None:
     @torch.library.register_fake(f"{NAMESPACE}::cublaslt_mm")
-    def _(x, w, out_dtype, algo_index):
+    def _(x, w, out_dtype, algo_index, separate_c):
         return x.new_empty((x.shape[0], w.shape[0]), dtype=out_dtype)
 
     @torch.library.register_fake(f"{NAMESPACE}::cusparselt_compress")
@@ -95,22 +96,30 @@ def cublaslt_algos(x: torch.Tensor, w: torch.Tensor, out_dtype: torch.dtype) -> 
 
 
 def cublaslt_mm(
-    x: torch.Tensor, w: torch.Tensor, out_dtype: torch.dtype, algo_index: int = 0
+    x: torch.Tensor,
+    w: torch.Tensor,
+    out_dtype: torch.dtype,
+    algo_index: int = 0,
+    separate_c: bool | None = None,
 ) -> torch.Tensor:
     """Dense ``Y[M, N] = x[M, K] · w[N, K]ᵀ`` on cuBLASLt with heuristic ``algo_index``.
 
     x, w: contiguous, same dtype: fp16/bf16 (out the same), int8 (out int32, exact) or
-    float8_e4m3fn (out bf16/fp16/fp32, unit scales).
+    float8_e4m3fn (out bf16/fp16/fp32, unit scales). ``separate_c``: hand cuBLASLt a C
+    pointer other than the output (never read, beta = 0); None does what torch does: separate
+    for FP8 (``torch._scaled_mm``), in place otherwise.
     """
-    return _op("cublaslt_mm")(x, w, out_dtype, algo_index)
+    if separate_c is None:
+        separate_c = x.dtype == torch.float8_e4m3fn
+    return _op("cublaslt_mm")(x, w, out_dtype, algo_index, separate_c)
 
 
 def cusparselt_compress(w_slide: torch.Tensor, layout: int = 0) -> torch.Tensor:
     """cuSPARSELt's compressed form (uint8 buffer) of a 2:4 weight ``w_slide[N, K_slide]``.
 
-    ``layout`` 0 describes W as K_slide x N column-major used transposed, 1 as N x K_slide
-    row-major (torch's description); the buffer depends only on shape, dtype and layout, so
-    one serves every algorithm of that layout.
+    ``layout`` 0..3 as in :func:`cusparselt_mm`; only its bit 0 (W as K_slide x N column-major
+    used transposed, or N x K_slide row-major as torch describes it) shapes the buffer, so one
+    buffer per bit-0 value serves every algorithm and both activation descriptions.
     """
     return _op("cusparselt_compress")(w_slide, layout)
 
@@ -128,8 +137,10 @@ def cusparselt_mm(
     """2:4 sparse ``Y[M, N] = x[M, K_slide] · W[N, K_slide]ᵀ`` from ``compressed`` W.
 
     ``split_k``: 1 (none), k > 1, or -1 (Segment-K, sm90+); ``split_k_mode``: -1 (library
-    default), 1 (one kernel), 2 (two kernels); ``layout``: the one ``compressed`` was made
-    for. Plans are cached per configuration.
+    default), 1 (one kernel), 2 (two kernels); ``layout``: bit 0 describes W (0: column-major
+    transposed, 1: row-major; must match how ``compressed`` was made), bit 1 describes x
+    (0: K_slide x M column-major, 1: M x K_slide row-major transposed); 3 is torch's
+    description. Plans are cached per configuration.
     """
     return _op("cusparselt_mm")(
         compressed, x, N, x.dtype, out_dtype, alg_id, split_k, split_k_mode, layout

@@ -1,7 +1,9 @@
 """``cublaslt`` (dense baseline) and ``cusparselt`` (2:4) on the csrc extension.
 
-cublaslt searches cuBLASLt's heuristic list (up to 64 results, each timed); cusparselt
-searches alg_id x split_k (Segment-K where allowed). Where the extension cannot be built or
+cublaslt searches cuBLASLt's heuristic list (the first 16 results; FP8 also with C in place
+or separate, torch._scaled_mm's choice); cusparselt searches alg_id x split_k (Segment-K where
+allowed) x the four operand descriptions, one of which is torch._cslt_sparse_mm's, so both
+searches are supersets of what the torch built-ins run. Where the extension cannot be built or
 loaded, :func:`slidesparse.gemm.select_backend` falls back to torch-builtin / torch-cslt,
 which run under their own names.
 """
@@ -21,9 +23,12 @@ _DENSE_OUT = {
 }
 # Heuristic results past this rank are rarely fastest; timing all 64 would triple search time.
 MAX_CUBLASLT_CANDIDATES = 16
-# Layouts of the sparse operand (see csrc/cusparselt_gemm.cpp): 0 = TN column-major,
-# 1 = row-major as torch describes it; on an H200 each won on some shapes (up to ~9%).
-LAYOUTS = (0, 1)
+# Operand descriptions (see csrc/cusparselt_gemm.cpp): bit 0 = W row-major, bit 1 = x
+# row-major used transposed; 3 is torch's. On an H200 layouts 0 and 1 each won on some shapes
+# (up to ~9%), and torch's description beat both on others (up to ~15%, INT8 2_8 qkv).
+LAYOUTS = (0, 1, 2, 3)
+# Layouts sharing bit 0 share the compressed weight.
+A_LAYOUTS = (0, 1)
 
 
 @register_backend(
@@ -54,18 +59,26 @@ class CublasLt(GemmBackend):
         from slidesparse import ops
 
         algos = ops.cublaslt_algos(inp, weight.data, torch_dtype(weight.out_dtype))
-        return [{"algo_index": i, **a} for i, a in enumerate(algos[:MAX_CUBLASLT_CANDIDATES])]
+        top = [{"algo_index": i, **a} for i, a in enumerate(algos[:MAX_CUBLASLT_CANDIDATES])]
+        # torch._scaled_mm hands FP8 a C pointer apart from the output; either may win.
+        modes = (True, False) if weight.dtype == "fp8" else (False,)
+        return [{**c, "separate_c": m} for m in modes for c in top]
 
     def make_call(self, weight: PreparedWeight, inp, config: dict):
         from slidesparse import ops
 
         out = torch_dtype(weight.out_dtype)
         idx = int(config.get("algo_index", 0))
-        return lambda: ops.cublaslt_mm(inp, weight.data, out, idx)
+        sep = bool(config.get("separate_c", False))
+        return lambda: ops.cublaslt_mm(inp, weight.data, out, idx, sep)
 
     def describe(self, weight: PreparedWeight, config: dict) -> dict:
+        c = ",c=separate" if config.get("separate_c") else ""
         return {
-            "kernel": f"cublasLtMatmul[algo={config.get('algo_id')},tile={config.get('tile_id')}]",
+            "kernel": (
+                f"cublasLtMatmul[algo={config.get('algo_id')},tile={config.get('tile_id')}"
+                f",stages={config.get('stages_id')}{c}]"
+            ),
             "alg_id": config.get("algo_id"),
             "split_k": config.get("split_k"),
             "workspace_bytes": config.get("workspace"),
@@ -98,12 +111,12 @@ class CusparseLt(GemmBackend):
 
         N, K = w_values.shape
         w_slide = sparsity.slide_weight(w_values, pattern).to(torch_dtype(dtype)).contiguous()
-        # One compressed copy per layout of the sparse operand the search tries.
-        compressed = {lay: ops.cusparselt_compress(w_slide, lay) for lay in LAYOUTS}
+        # One compressed copy per description of the sparse operand the search tries.
+        compressed = {a: ops.cusparselt_compress(w_slide, a) for a in A_LAYOUTS}
         del w_slide
         return PreparedWeight(
             N, K, sparsity.k_slide(K, pattern), dtype, out_dtype, pattern, compressed,
-            extra={"compressed_bytes": compressed[LAYOUTS[0]].numel()},
+            extra={"compressed_bytes": compressed[A_LAYOUTS[0]].numel()},
         )  # fmt: skip
 
     def prepare_input(self, x_values, weight: PreparedWeight):
@@ -114,9 +127,18 @@ class CusparseLt(GemmBackend):
 
         from slidesparse import ops
 
-        info = ops.cusparselt_plan_info(inp, weight.N, torch_dtype(weight.out_dtype))
         cc = torch.cuda.get_device_capability(inp.device)
-        return cslt_candidates(info["max_alg_id"], inp.shape[0], weight.N, cc, layouts=LAYOUTS)
+        out = torch_dtype(weight.out_dtype)
+        grid = []
+        for lay in LAYOUTS:
+            # Each description has its own algorithm count; one that cannot be planned at all
+            # is left out (the search records nothing for it).
+            try:
+                info = ops.cusparselt_plan_info(inp, weight.N, out, 0, 1, -1, lay)
+            except RuntimeError:
+                continue
+            grid += cslt_candidates(info["max_alg_id"], inp.shape[0], weight.N, cc, layouts=(lay,))
+        return grid
 
     def make_call(self, weight: PreparedWeight, inp, config: dict):
         from slidesparse import ops
@@ -126,7 +148,7 @@ class CusparseLt(GemmBackend):
         lay = config.get("layout", 0)
         info = ops.cusparselt_plan_info(inp, weight.N, out, a, s, m, lay)
         self._workspace[(a, s, m, lay)] = info["workspace_bytes"]
-        data = weight.data[lay]
+        data = weight.data[lay & 1]
         return lambda: ops.cusparselt_mm(data, inp, weight.N, out, a, s, m, lay)
 
     def describe(self, weight: PreparedWeight, config: dict) -> dict:

@@ -35,11 +35,12 @@ _CSLT_OUT = {
 # output elements (about two 128x256 tiles per SM of a 132-SM part) it is not searched.
 SPLIT_K_MAX_OUTPUT = 132 * 2 * 128 * 256
 TORCH_CSLT_PROBE_ALGS = 32
-# Split-K 2 and 4 are kept out of the search: on an H200 with cuSPARSELt 0.8.0 (torch 2.11),
-# creating the plan of every one of them (modes 1, 2 and the default; both operand layouts;
-# INT8, M=256 N=512 K_slide=1024; each probed in its own process) killed the process with
-# SIGSEGV, while Segment-K (split_k=-1) on the same problem ran and was exact. Segment-K on
-# small outputs is kept out with them until a run shows it safe there too.
+# Split-K 2 and 4 are kept out of the search: on an H200 with cuSPARSELt 0.8.0 (torch 2.11)
+# every one of them killed its process with SIGSEGV (modes 1, 2 and the default; all four
+# operand layouts; INT8 and FP16; M=256 N=512 K_slide=1024; 48 of 48 crashed, each probed in
+# its own process by slidesparse.gemm.probe, also with C given its own descriptor), while
+# Segment-K (split_k=-1) ran and was exact in all 8 of its probes. Segment-K on small
+# outputs is kept out with them until a run shows it safe there too.
 SPLIT_K_SEARCH = False
 SEGMENT_K_MIN_N = 400  # cuSPARSELt accepts Segment-K (split_k=-1) on sm90+ only from N >= 400
 

@@ -123,3 +123,20 @@ def test_small_grids_skip_the_quick_round():
     res = search([{"id": 0}, {"id": 1}, {"id": 2}], _trial([3.0, 1.0, 2.0]), cache=None, key="k",
                  quick=quick)  # fmt: skip
     assert res.config == {"id": 1}
+
+
+def test_rounds_interleave_candidates_and_playoff_decides():
+    order = []
+    # Candidate 0 is fast in the first full pass only (a lucky streak); the playoff re-times
+    # the finalists afresh and must pick the one that stays fast.
+    times = {0: [1.0, 1.0, 9.0, 9.0], 1: [2.0, 2.0, 2.0, 2.0], 2: [5.0, 5.0, 5.0, 5.0]}
+
+    def trial(config):
+        i = config["id"]
+        order.append(i)
+        t = times[i][sum(1 for j in order if j == i) - 1]
+        return Timing((t,), "fake")
+
+    res = search([{"id": 0}, {"id": 1}, {"id": 2}], trial, cache=None, key="k", rounds=2)
+    assert order[:6] == [0, 1, 2, 0, 1, 2]  # round-robin, not one candidate after another
+    assert res.config == {"id": 1}

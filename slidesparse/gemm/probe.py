@@ -1,0 +1,150 @@
+"""Crash-isolated probing of cuSPARSELt configurations.
+
+Some cuSPARSELt plans kill the process instead of returning an error status (SIGSEGV in plan
+creation, seen on an H200 with cuSPARSELt 0.8.0). :func:`probe` runs a list of configurations
+in a child process, one after another, each announced on stdout before it starts; when the
+child dies, the announced configuration is recorded as ``crashed`` with the exit status and a
+fresh child carries on after it. Each configuration compresses a small 2:4 weight, builds the
+plan, runs the product once and compares it with the fp64 reference, so ``ok`` means "ran and
+was right", not only "planned".
+
+Run as ``python -m slidesparse.gemm.probe`` (the child): configurations as a JSON list on
+stdin, one JSON line per event on stdout.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterable
+
+# Relative error (max |y - ref| / max |ref|) a correct product stays under: operands are small
+# integers, so only the output rounding (bf16: 2^-8) contributes.
+_REL_TOL = 2.0**-6
+_OUT = {"int8": "int32", "fp8": "bf16", "fp16": "fp16", "bf16": "bf16"}
+
+
+def config(
+    dtype: str,
+    M: int,
+    N: int,
+    Ks: int,
+    *,
+    alg_id: int = 0,
+    split_k: int = 1,
+    split_k_mode: int = -1,
+    layout: int = 0,
+) -> dict:
+    """One probe configuration (the csrc ``cusparselt_mm`` arguments plus the shape)."""
+    return {
+        "dtype": dtype,
+        "M": M,
+        "N": N,
+        "Ks": Ks,
+        "alg_id": alg_id,
+        "split_k": split_k,
+        "split_k_mode": split_k_mode,
+        "layout": layout,
+    }
+
+
+def probe(configs: Iterable[dict], *, timeout_s: float = 300.0) -> list[dict]:
+    """Run ``configs`` in child processes; one result per configuration, in order.
+
+    A result is the configuration plus ``status`` (``ok``, ``wrong``, ``error`` with the
+    error's first line, or ``crashed`` with the child's exit status) and ``detail``.
+    """
+    todo = list(configs)
+    results: dict[int, dict] = {}
+    start = 0
+    while start < len(todo):
+        batch = todo[start:]
+        proc = subprocess.run(
+            [sys.executable, "-m", "slidesparse.gemm.probe"],
+            input=json.dumps(batch),
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+        )
+        begun = None
+        for line in proc.stdout.splitlines():
+            try:
+                ev = json.loads(line)
+            except ValueError:
+                continue
+            if "begin" in ev:
+                begun = start + ev["begin"]
+            elif "end" in ev:
+                i = start + ev["end"]
+                results[i] = {**todo[i], "status": ev["status"], "detail": ev.get("detail")}
+                begun = None
+        if proc.returncode == 0 and begun is None:
+            break
+        if begun is None:  # died before announcing anything: nothing more can be learnt
+            tail = proc.stderr.strip().splitlines()[-1:] or [""]
+            for i in range(start, len(todo)):
+                if i not in results:
+                    results[i] = {**todo[i], "status": "error", "detail": f"child: {tail[0]}"}
+            break
+        results[begun] = {
+            **todo[begun],
+            "status": "crashed",
+            "detail": f"exit status {proc.returncode}",
+        }
+        start = begun + 1
+    return [results[i] for i in range(len(todo)) if i in results]
+
+
+def probe_groups(
+    groups: Iterable[Iterable[dict]], *, workers: int = 8, timeout_s: float = 300.0
+) -> list[dict]:
+    """:func:`probe` each group in its own chain of children, ``workers`` chains at a time.
+
+    Groups run concurrently, so a group of configurations that all crash costs one child
+    start per crash in its own chain only.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=workers) as ex:
+        futures = [ex.submit(probe, list(g), timeout_s=timeout_s) for g in groups]
+        return [r for f in futures for r in f.result()]
+
+
+def _run_child(configs: list[dict]) -> None:
+    import torch
+
+    from slidesparse import ops, sparsity
+    from slidesparse.gemm.operands import torch_dtype
+
+    ops.ensure_loaded()
+    compressed: dict[tuple, tuple] = {}
+    for i, c in enumerate(configs):
+        print(json.dumps({"begin": i}), flush=True)
+        try:
+            dt = torch_dtype(c["dtype"])
+            out = torch_dtype(_OUT[c["dtype"]])
+            key = (c["dtype"], c["N"], c["Ks"], c["layout"] & 1)
+            if key not in compressed:
+                g = torch.Generator(device="cuda").manual_seed(0)
+                w = torch.randint(-2, 3, (c["N"], c["Ks"]), device="cuda", generator=g).float()
+                w = sparsity.prune(w, "2_4")
+                compressed[key] = (w, ops.cusparselt_compress(w.to(dt).contiguous(), key[3]))
+            w, comp = compressed[key]
+            g = torch.Generator(device="cuda").manual_seed(1)
+            x = torch.randint(-2, 3, (c["M"], c["Ks"]), device="cuda", generator=g).float()
+            args = (c["alg_id"], c["split_k"], c["split_k_mode"], c["layout"])
+            ops.cusparselt_plan_info(x.to(dt), c["N"], out, *args)
+            y = ops.cusparselt_mm(comp, x.to(dt).contiguous(), c["N"], out, *args)
+            ref = x.double() @ w.double().T
+            err = (y.double() - ref).abs().max().item() / max(ref.abs().max().item(), 1.0)
+            status = "ok" if err <= _REL_TOL else "wrong"
+            ev = {"end": i, "status": status, "detail": f"rel_err={err:.2e}"}
+        except RuntimeError as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            ev = {"end": i, "status": "error", "detail": first[:300]}
+        print(json.dumps(ev), flush=True)
+
+
+if __name__ == "__main__":
+    _run_child(json.loads(sys.stdin.read()))
