@@ -127,6 +127,10 @@ def _gib(x: float) -> str:
 
 def skip_reason(cell: Cell, machine: MachineView, rules: GpuRules) -> str | None:
     """Why ``cell`` cannot run on ``machine`` (no GPU, dtype, memory), or None."""
+    if machine.has_gpu and cell.task == "kernel-gemm" and cell.params.get("backend") == "cpu-ref":
+        # The CPU reference stands in for the GPU backends where there is none. Its timings
+        # under a GPU's tag would sit in that GPU's tables as if the GPU had produced them.
+        return "cpu-ref runs only on machines without a GPU (this one has a CUDA device)"
     if not cell.needs_gpu:
         return None
     if not machine.has_gpu:

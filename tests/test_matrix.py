@@ -228,6 +228,14 @@ def test_cpu_machine_skips_gpu_cells_with_no_cuda_device():
             assert c.skip_reason is None
 
 
+def test_gpu_machine_skips_the_cpu_reference():
+    cells = apply_rules(expand(load_matrix("smoke")[0]), H100, load_rules())
+    cpu_ref = [c for c in cells if c.params.get("backend") == "cpu-ref"]
+    assert cpu_ref and all("without a GPU" in (c.skip_reason or "") for c in cpu_ref)
+    gpu = [c for c in cells if c.params.get("backend") in ("cublaslt", "cusparselt")]
+    assert gpu and all(c.skip_reason is None for c in gpu)
+
+
 def test_capability_rules_skip_dtypes_the_gpu_lacks():
     cells = _cells(
         """
