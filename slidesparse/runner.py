@@ -28,22 +28,10 @@ from slidesparse.gpu_rules import MachineView, apply_rules, load_rules
 from slidesparse.matrix import Cell, estimate_seconds, expand, load_matrix, shard
 from slidesparse.pool import PoolConfig, dispatch, gpu_slots
 from slidesparse.progress import PlainProgress, make_progress
-from slidesparse.store import Store, StoreWarning, latest_per_cell, new_run_id
+from slidesparse.store import KEY_COLUMNS, Store, StoreWarning, latest_per_cell, new_run_id
 
 # Params that map straight onto store columns when the task's own row leaves them out.
-_PARAM_COLUMNS = (
-    "mode",
-    "model",
-    "layer",
-    "dtype",
-    "out_dtype",
-    "backend",
-    "sparsity",
-    "M",
-    "N",
-    "K",
-    "kernel",
-)
+_PARAM_COLUMNS = (*(c for c in KEY_COLUMNS if c not in ("gpu_tag", "task")), "kernel")
 _TASK_MODE = {
     "e2e-prefill": "prefill",
     "e2e-decode": "decode",

@@ -171,7 +171,7 @@ def bench_case(case: Case, *, copy_bw: float | None = None, rep_ms: int = 100, c
     require_cuda()
     inputs = make_inputs(case, "cuda")
     fn = runner(case, inputs)
-    row = _row_head(case)
+    row = case_columns(case)
     if check:
         row["correct"] = check_case(case, inputs, fn())
     t = time_fn(fn, rep_ms=rep_ms)
@@ -187,8 +187,8 @@ def bench_case(case: Case, *, copy_bw: float | None = None, rep_ms: int = 100, c
     return row
 
 
-def _row_head(case: Case) -> dict:
-    """The columns that describe the case itself."""
+def case_columns(case: Case) -> dict:
+    """The store columns that describe the case itself (shared with the tune task)."""
     return {
         "mode": "quant",
         "kernel": case.kernel,
@@ -221,7 +221,7 @@ def bench_case_interpreted(case: Case, *, repeats: int = 3) -> dict:
         # The interpreter pays per program, not per element: 16 rows a program is 10x faster.
         config["ROWS"] = numerics.M_ALIGN
     fn = runner(case, inputs, config)
-    row = _row_head(case)
+    row = case_columns(case)
     row["correct"] = check_case(case, inputs, fn())
     timing = time_cpu(fn, repeats=repeats, warmup=0)
     row.update(summarize(replace(timing, timer=TIMER_INTERPRETER)))

@@ -18,6 +18,7 @@ from slidesparse.tasks.kernel_quant import case_from_params
 def run(params: Mapping[str, Any], ctx: TaskContext) -> list[dict]:
     """Tune the case, save the record, return one row describing it."""
     from slidesparse.kernels import autotune, tuning
+    from slidesparse.kernels.bench import case_columns
 
     case = case_from_params(params)
     record = autotune.tune_case(case)
@@ -25,15 +26,8 @@ def run(params: Mapping[str, Any], ctx: TaskContext) -> list[dict]:
     tuning.save_entries(autotune.cache_path(ctx.cache_dir), ctx.gpu_tag, {key: record})
     return [
         {
+            **case_columns(case),
             "mode": "tune",
-            "kernel": case.kernel,
-            "backend": "triton",
-            "dtype": case.in_dtype,
-            "out_dtype": case.out_dtype,
-            "sparsity": case.pattern or "dense",
-            "M": case.M,
-            "K": None if case.kernel == "dequant_bias" else case.size,
-            "N": case.size if case.kernel == "dequant_bias" else None,
             "latency_us": record["latency_us"],
             "timer": record["timer"],
             "extra": {"key": key, "config": record["config"], "candidates": record["candidates"]},
