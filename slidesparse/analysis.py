@@ -17,6 +17,7 @@ Pure pandas over store frames (:meth:`slidesparse.store.Store.read`). The rules,
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable
 from datetime import datetime
@@ -205,6 +206,126 @@ def efficiencies(speedups: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     merged = speedups.merge(base.rename(columns={"speedup": "s24"}), on=by, how="inner")
     merged["efficiency"] = (merged["speedup"] / merged["s24"]) / (0.5 * merged["ideal"])
     return merged.drop(columns=["s24"])
+
+
+# ------------------------------------------------------------------------ quant kernels
+
+_QUANT_KERNELS = ("quant_only", "quant_slide", "dequant_bias")
+_QUANT_EXTRA = ("copy_gbps", "pct_of_copy", "ratio_vs_quant_only", "ideal_ratio")
+
+
+def _extra(text) -> dict:
+    if isinstance(text, dict):
+        return text
+    if not present(text):
+        return {}
+    try:
+        value = json.loads(text)
+    except (TypeError, ValueError):  # a hand-edited or truncated extra: no derived numbers
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def quant_rows(cells: pd.DataFrame) -> pd.DataFrame:
+    """The ok kernel-quant cells, one row each, with their ``extra`` figures as columns.
+
+    Columns: gpu_tag, kernel, sparsity, dtype, out_dtype, M, size_name ("K", or "N" for
+    dequant_bias), size, latency_us, latency_p25_us, latency_p75_us, gbps, copy_gbps,
+    pct_of_copy, ratio_vs_quant_only, ideal_ratio, interpreter, timer. Rows timed in Triton's
+    CPU interpreter (``interpreter``) keep their latency but no bandwidth figure: their time
+    says the kernel runs, not how fast. ``pct_of_copy`` is taken from the row, else derived
+    from gbps and the copy bandwidth measured in the same worker. Sorted by kernel, pattern,
+    M and size.
+    """
+    cols = ["gpu_tag", "kernel", "sparsity", "dtype", "out_dtype", "M", "size_name", "size"]
+    cols += ["latency_us", "latency_p25_us", "latency_p75_us", "gbps", *_QUANT_EXTRA]
+    cols += ["interpreter", "timer"]
+    if cells.empty:
+        return pd.DataFrame(columns=cols)
+    f = cells[(cells["task"] == "kernel-quant") & (cells["status"] == "ok")]
+    f = f[f["latency_us"].notna() & f["kernel"].notna()]
+    if f.empty:
+        return pd.DataFrame(columns=cols)
+    extra = [_extra(e) for e in (f["extra"] if "extra" in f else [None] * len(f))]
+    timer = f["timer"] if "timer" in f else pd.Series([None] * len(f), index=f.index)
+    dequant = (f["kernel"] == "dequant_bias").to_numpy()
+    out = pd.DataFrame(
+        {
+            "gpu_tag": f["gpu_tag"].to_numpy(),
+            "kernel": f["kernel"].to_numpy(),
+            "sparsity": f["sparsity"].fillna("dense").to_numpy(),
+            "dtype": f["dtype"].fillna("-").to_numpy(),
+            "out_dtype": f["out_dtype"].fillna("-").to_numpy(),
+            "M": f["M"].to_numpy(),
+            "size_name": np.where(dequant, "N", "K"),
+            "size": pd.array(f["N"].where(dequant, f["K"]).to_numpy(), dtype="Int64"),
+            "timer": timer.to_numpy(),
+        }
+    )
+    for c in ("latency_us", "latency_p25_us", "latency_p75_us", "gbps"):
+        out[c] = f[c].astype(float).to_numpy() if c in f else np.nan
+    for c in _QUANT_EXTRA:
+        out[c] = [_float(e.get(c)) for e in extra]
+    out["interpreter"] = [
+        bool(e.get("interpreter")) or "interpreter" in str(t)
+        for e, t in zip(extra, timer, strict=True)
+    ]
+    derived = 100.0 * out["gbps"] / out["copy_gbps"]
+    out["pct_of_copy"] = out["pct_of_copy"].fillna(derived)
+    bandwidth = ["gbps", "copy_gbps", "pct_of_copy", "ratio_vs_quant_only"]
+    out.loc[out["interpreter"], bandwidth] = np.nan
+    rank = {p: i for i, p in enumerate(("dense", *_sparse_order()))}
+    out["_k"] = out["kernel"].map(lambda k: _QUANT_KERNELS.index(k) if k in _QUANT_KERNELS else 9)
+    out["_p"] = out["sparsity"].map(lambda p: rank.get(p, 99))
+    out = out.sort_values(["dtype", "out_dtype", "_k", "kernel", "_p", "M", "size"], kind="stable")
+    return out[cols].reset_index(drop=True)
+
+
+def quant_findings(rows: pd.DataFrame) -> list[dict]:
+    """Per (input, output dtype), at the largest M timed on a GPU: the row furthest below the
+    copy bandwidth, and per quant_slide pattern the ratio to quant_only furthest above its
+    ideal bytes ratio. Interpreter rows (no GPU figures) take no part.
+
+    Each item: dtype, out_dtype, M, low_pct (lowest ``pct_of_copy``, None if none), low_at
+    (its kernel label and size, e.g. "quant_slide 2_8, K=3584") and ratios (one dict per
+    pattern: sparsity, ratio, ideal, at).
+    """
+    out = []
+    gpu = rows[~rows["interpreter"].astype(bool)] if len(rows) else rows
+    for (dtype, out_dtype), f in gpu.groupby(["dtype", "out_dtype"], sort=True):
+        f = f[f["M"] == f["M"].max()]
+        at = [
+            f"{variant(k, p)}, {n}={z}"
+            for k, p, n, z in zip(
+                f["kernel"], f["sparsity"], f["size_name"], f["size"], strict=True
+            )
+        ]
+        f = f.assign(_at=at, _over=f["ratio_vs_quant_only"] / f["ideal_ratio"])
+        pct = f.dropna(subset=["pct_of_copy"]).sort_values("pct_of_copy", kind="stable")
+        slide = f[(f["kernel"] == "quant_slide") & f["_over"].notna()]
+        worst = slide.sort_values("_over", ascending=False, kind="stable")
+        worst = worst.groupby("sparsity", sort=False).head(1).set_index("sparsity")
+        ratios = [
+            {
+                "sparsity": p,
+                "ratio": worst.loc[p, "ratio_vs_quant_only"],
+                "ideal": worst.loc[p, "ideal_ratio"],
+                "at": f"{worst.loc[p, 'size_name']}={worst.loc[p, 'size']}",
+            }
+            for p in order_patterns(worst.index)
+        ]
+        if pct.empty and not ratios:
+            continue
+        item = {"dtype": dtype, "out_dtype": out_dtype, "M": int(f["M"].iloc[0])}
+        low = pct.iloc[0] if len(pct) else None
+        item["low_pct"] = None if low is None else float(low["pct_of_copy"])
+        item["low_at"] = None if low is None else low["_at"]
+        out.append({**item, "ratios": ratios})
+    return out
+
+
+def _float(v) -> float:
+    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else np.nan
 
 
 # ------------------------------------------------------------------------ end to end

@@ -353,6 +353,7 @@ def _kernel_context(cells: pd.DataFrame, out: Path, stem: str, plots: bool) -> d
         "sections": sections,
         "suspect": suspect,
         "conclusions": _kernel_conclusions(sp, totals),
+        "quant": _quant_context(cells),
     }
 
 
@@ -395,6 +396,43 @@ def _kernel_conclusions(sp: pd.DataFrame, totals: pd.DataFrame) -> list[dict]:
         models = int(f["model"].nunique()) if mode == "model" else 0
         out.append({"mode": mode, "dtype": dtype, "M": m, "items": items, "models": models})
     return out
+
+
+def _quant_context(cells: pd.DataFrame) -> dict | None:
+    """One table per (input -> output dtype) of the ok kernel-quant cells; None without any."""
+    if not (cells["task"] == "kernel-quant").any():
+        return None
+    q = A.quant_rows(cells)
+    tables = []
+    for (dtype, out_dtype), f in q.groupby(["dtype", "out_dtype"], sort=True):
+        slide = ["@vs_quant_only", "@ideal_bytes"] if (f["kernel"] == "quant_slide").any() else []
+        size = " / ".join(sorted(set(f["size_name"])))
+        rows = [
+            [A.variant(r.kernel, r.sparsity), _text(r.M), _text(r.size), _latency(r)]
+            + [_num(r.gbps, 0), _num(r.pct_of_copy, 1)]
+            + ([_num(r.ratio_vs_quant_only), _num(r.ideal_ratio)] if slide else [])
+            for r in f.itertuples()
+        ]
+        cols = ["@kernel", "@M", size, "@median_us", "@gbps", "@pct_copy", *slide]
+        tables.append({"dtype": dtype, "out": out_dtype, "columns": cols, "rows": rows})
+    findings = A.quant_findings(q)
+    for g in findings:
+        g["low_pct"] = _num(g["low_pct"], 1)
+        g["ratios"] = [
+            {**r, "ratio": _num(r["ratio"]), "ideal": _num(r["ideal"])} for r in g["ratios"]
+        ]
+    interp = q[q["interpreter"].astype(bool)]
+    timers = sorted({str(t) for t in interp["timer"] if A.present(t)})
+    return {"tables": tables, "interpreted": len(interp), "timers": timers, "findings": findings}
+
+
+def _latency(r) -> str:
+    """Median (p25–p75) in µs; ‡ marks a time taken in Triton's CPU interpreter."""
+    spread = A.present(r.latency_p25_us) and A.present(r.latency_p75_us)
+    text = _num(r.latency_us) + (
+        f" ({_num(r.latency_p25_us)}–{_num(r.latency_p75_us)})" if spread else ""
+    )
+    return text + ("‡" if r.interpreter else "")
 
 
 # ---------------------------------------------------------------------- e2e report

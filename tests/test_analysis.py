@@ -158,6 +158,52 @@ def synthetic_rows(tag: str = TAG, scale: float = 1.0) -> list[dict]:
     )
     # a failure that recorded neither an error class nor a message
     add(**q, mode="quant", kernel="quant_only", sparsity="dense", out_dtype="fp8", status="failed")
+    # measured quant rows as the task writes them: bandwidth figures in extra
+    q = dict(task="kernel-quant", mode="quant", backend="triton", M=4096, timer="cuda_event")
+    add(
+        **q,
+        kernel="quant_only",
+        sparsity="dense",
+        dtype="bf16",
+        out_dtype="int8",
+        K=3584,
+        latency_us=40.0 * scale,
+        latency_p25_us=39.0 * scale,
+        latency_p75_us=41.0 * scale,
+        gbps=1100.0 / scale,
+        extra={"copy_gbps": 2000.0 / scale, "pct_of_copy": 55.0},
+    )
+    add(
+        **q,
+        kernel="quant_slide",
+        sparsity="2_8",
+        dtype="bf16",
+        out_dtype="int8",
+        K=3584,
+        K_slide=5376,
+        latency_us=50.0 * scale,
+        latency_p25_us=48.0 * scale,
+        latency_p75_us=52.0 * scale,
+        gbps=1000.0 / scale,
+        extra={
+            "copy_gbps": 2000.0 / scale,
+            "pct_of_copy": 50.0,
+            "ratio_vs_quant_only": 1.25,
+            "ideal_ratio": 1.1666,
+        },
+    )
+    # no pct_of_copy recorded: derived from gbps and the copy bandwidth of the same worker
+    add(
+        **q,
+        kernel="dequant_bias",
+        sparsity="dense",
+        dtype="int32",
+        out_dtype="bf16",
+        N=3584,
+        latency_us=30.0 * scale,
+        gbps=1800.0 / scale,
+        extra={"copy_gbps": 2400.0 / scale},
+    )
     if "cc90" in tag:
         # dtypes this compute capability lacks: skipped, never failures
         for backend, p, what in (
@@ -261,6 +307,23 @@ def cpu_smoke_rows() -> list[dict]:
         add(**q, kernel="quant_only", sparsity="dense", dtype="bf16", out_dtype=out, K=3584)
         add(**q, kernel="quant_slide", sparsity="2_8", dtype="bf16", out_dtype=out, K=3584)
     add(**q, kernel="dequant_bias", sparsity="dense", dtype="int32", out_dtype="bf16", N=3584)
+    # small cells run in Triton's CPU interpreter: a latency, but no GPU bandwidth figure
+    add(
+        task="kernel-quant",
+        mode="quant",
+        backend="triton",
+        kernel="quant_only",
+        sparsity="dense",
+        dtype="bf16",
+        out_dtype="int8",
+        M=64,
+        K=256,
+        latency_us=30000.0,
+        latency_p25_us=29000.0,
+        latency_p75_us=31000.0,
+        timer="perf_counter(triton-interpreter)",
+        extra={"interpreter": True, "copy_gbps": 14.0},
+    )
     for task, mode, m in (("e2e-prefill", "prefill", 1024), ("e2e-decode", "decode", 64)):
         for backend, p in (("cublaslt", "dense"), ("cusparselt", "2_8")):
             add(
@@ -440,7 +503,7 @@ def test_failure_mining_threshold_in_m():
 
 
 def test_quant_rows_are_named_by_kernel_and_resolve_to_one_cell(cells):
-    q = cells[cells["task"] == "kernel-quant"].set_index("kernel")
+    q = cells[(cells["task"] == "kernel-quant") & (cells["M"] == 1024)].set_index("kernel")
     assert sorted(q.index) == ["quant_only", "quant_slide"]  # the failed try + the ok one: 1
     assert q.loc["quant_slide", "status"] == "ok"
     assert set(q["backend"]) == {"quant_only", "quant_slide"} and set(q["mode"]) == {"quant"}
@@ -455,9 +518,11 @@ def test_pass_counts_keep_skipped_cells_apart(cells):
     assert set(fp4["ok"]) == {0} and set(fp4["measured"]) == {0} and set(fp4["skipped"]) == {2}
     q14 = p[(p["model"] == "Qwen2.5-14B") & (p["variant"] == "cublaslt")].iloc[0]
     assert (q14["ok"], q14["measured"], q14["skipped"], q14["total"]) == (1, 1, 1, 2)
-    quant = p[p["task"] == "kernel-quant"].set_index("variant")
+    quant = p[(p["task"] == "kernel-quant") & (p["dtype"] == "bf16")]
+    quant = quant[quant["variant"] != "quant_only"].set_index("variant")
     assert quant.loc["quant_slide 2_8", "column"] == "int8"  # quant columns: output dtype
-    assert quant.loc["quant_only", "column"] == "fp8"
+    only = p[(p["task"] == "kernel-quant") & (p["variant"] == "quant_only")]
+    assert sorted(zip(only["column"], only["ok"], strict=True)) == [("fp8", 0), ("int8", 1)]
 
 
 def test_variant_labels_never_print_null():
@@ -481,3 +546,39 @@ def test_skip_groups_state_the_reason(cells):
     assert (
         A.reason_key("predicted memory 75.3 GiB (80 bytes)") == "predicted memory # GiB (# bytes)"
     )
+
+
+def test_quant_rows_carry_extra_figures(cells):
+    q = A.quant_rows(cells[cells["gpu_tag"] == TAG])
+    # ok rows only (the failed quant_only fp8 cell is left out), quant_only first
+    assert list(zip(q["kernel"], q["M"], q["size_name"], strict=True)) == [
+        ("quant_only", 4096, "K"),
+        ("quant_slide", 1024, "K"),
+        ("quant_slide", 4096, "K"),
+        ("dequant_bias", 4096, "N"),
+    ]
+    assert set(q["size"]) == {3584}
+    slide = q[(q["kernel"] == "quant_slide") & (q["M"] == 4096)].iloc[0]
+    assert (slide["pct_of_copy"], slide["ratio_vs_quant_only"]) == (50.0, 1.25)
+    assert slide["ideal_ratio"] == pytest.approx(1.1666)
+    deq = q[q["kernel"] == "dequant_bias"].iloc[0]
+    assert deq["pct_of_copy"] == pytest.approx(75.0)  # 1800 / 2400 GB/s, derived
+    assert not q["interpreter"].any()
+
+
+def test_quant_findings_at_the_largest_m(cells):
+    found = {(f["dtype"], f["out_dtype"]): f for f in A.quant_findings(A.quant_rows(cells))}
+    f = found[("bf16", "int8")]
+    assert (f["M"], f["low_pct"], f["low_at"]) == (4096, 50.0, "quant_slide 2_8, K=3584")
+    (r,) = f["ratios"]
+    assert (r["sparsity"], r["ratio"], r["at"]) == ("2_8", 1.25, "K=3584")
+    d = found[("int32", "bf16")]
+    assert d["low_at"] == "dequant_bias, N=3584" and d["ratios"] == []
+
+
+def test_interpreter_quant_rows_have_no_bandwidth():
+    q = A.quant_rows(A.resolve_cells(frame_of(cpu_smoke_rows())))
+    (r,) = q.itertuples()  # the only ok quant row: timed in the interpreter
+    assert r.interpreter and r.latency_us == 30000.0
+    assert all(pd.isna(v) for v in (r.gbps, r.copy_gbps, r.pct_of_copy))
+    assert A.quant_findings(q) == []  # no GPU figure, nothing to conclude

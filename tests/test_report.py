@@ -119,11 +119,75 @@ def test_skipped_cells_are_not_failures(cpu_results):
 def test_quant_rows_are_labelled_by_kernel(cpu_results):
     build_reports("results", "out", plots=False)
     kernel = (Path("out") / f"{CPU}.kernel.en.md").read_text(encoding="utf-8")
-    for name in ("quant_only", "quant_slide", "dequant_bias"):
+    for name in ("quant_slide", "dequant_bias"):
         assert f"| kernel-quant · {name} | ⏭️ | 0 | 0 |" in kernel
+    # the small quant_only cell ran in the CPU interpreter, the large ones were skipped
+    assert "| kernel-quant · quant_only | ✅ | 1 | 0 | 2 | skipped: no CUDA device (2) |" in kernel
+    assert "| quant_only | ⏭️ 1 skipped | 1/1 ✅ (+1 skipped) | 1/1 (+2 skipped) |" in kernel
     assert "| Kernel / pattern | output FP8 | output INT8 | Total |" in kernel
     assert "| quant_slide 2_8 | ⏭️ 1 skipped | ⏭️ 1 skipped | ⏭️ 2 skipped |" in kernel
     assert "| dequant_bias | ⏭️ 1 skipped | ⏭️ 1 skipped |" in kernel
+
+
+def test_quant_section_tables_and_conclusions(results):
+    build_reports("results", "out", gpu=[TAG], plots=False)
+    text = (Path("out") / f"{TAG}.kernel.en.md").read_text(encoding="utf-8")
+    heads = re.findall(r"^## (\d+)\. (.+)$", text, flags=re.M)
+    assert [n for n, _ in heads] == ["1", "2", "3", "4", "5", "6"]
+    assert heads[1:3] == [("2", "Speedups over dense"), ("3", "Quantization kernels")]
+    section = text.split("## 3. Quantization kernels")[1].split("## 4. ")[0]
+    assert "### BF16 → INT8" in section and "### INT32 → BF16" in section
+    assert (
+        "| Kernel / pattern | M | K | median µs (p25–p75) | GB/s | % of copy | × quant_only |"
+        in (section)
+    )
+    assert "| quant_only | 4096 | 3584 | 40.00 (39.00–41.00) | 1,100 | 55.0 | - | - |" in section
+    assert (
+        "| quant_slide 2_8 | 4096 | 3584 | 50.00 (48.00–52.00) | 1,000 | 50.0 | 1.25 | 1.17 |"
+        in (section)
+    )
+    # no spread or extra recorded: "-"; the failed quant_only fp8 cell is not listed
+    assert "| quant_slide 2_8 | 1024 | 3584 | 12.00 | 900 | - | - | - |" in section
+    assert "BF16 → FP8" not in section
+    # dequant_bias is sized by N; its % of copy is derived from GB/s and the copy bandwidth
+    assert "| Kernel / pattern | M | N | median µs (p25–p75) | GB/s | % of copy |\n" in section
+    assert "| dequant_bias | 4096 | 3584 | 30.00 | 1,800 | 75.0 |" in section
+    assert "‡" not in section
+    assert (
+        "- Quantization kernels BF16 → INT8 at M=4096: lowest share of the copy bandwidth 50.0% "
+        "(quant_slide 2_8, K=3584); quant_slide latency over quant_only, worst against its "
+        "ideal bytes ratio: 2_8 1.25× (ideal 1.17×, K=3584)." in text
+    )
+    build_reports("results", "out", gpu=[TAG], lang="zh", plots=False)
+    zh = (Path("out") / f"{TAG}.kernel.zh.md").read_text(encoding="utf-8")
+    assert [n for n in re.findall(r"^## (\d+)\. ", zh, flags=re.M)] == [
+        "1",
+        "2",
+        "3",
+        "4",
+        "5",
+        "6",
+    ]
+    assert "## 3. 量化 Kernel" in zh and "## 6. 结论" in zh
+    assert "| dequant_bias | 4096 | 3584 | 30.00 | 1,800 | 75.0 |" in zh
+    assert "占拷贝带宽最低 50.0%（quant_slide 2_8, K=3584）" in zh
+
+
+def test_interpreter_quant_rows_are_labelled(cpu_results):
+    build_reports("results", "out", plots=False)
+    text = (Path("out") / f"{CPU}.kernel.en.md").read_text(encoding="utf-8")
+    assert "| quant_only | 64 | 256 | 30,000.00 (29,000.00–31,000.00)‡ | - | - |" in text
+    assert "‡ 1 row was timed in Triton's CPU interpreter" in text
+    assert "Quantization kernels BF16" not in text  # no GPU figure: no conclusion from it
+
+
+def test_no_quant_section_without_quant_cells(tmp_path):
+    rows = [r for r in synthetic_rows() if r["task"] != "kernel-quant"]
+    Store(tmp_path / "results").write_rows(TAG, rows, name="p")
+    build_reports(tmp_path / "results", tmp_path / "out", plots=False)
+    text = (tmp_path / "out" / f"{TAG}.kernel.en.md").read_text(encoding="utf-8")
+    assert "Quantization" not in text
+    assert "## 3. Failure details" in text and "## 5. Conclusions" in text
 
 
 def test_cpu_header_reads_as_cpu_only(cpu_results):
