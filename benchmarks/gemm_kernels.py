@@ -2,7 +2,8 @@
 
     python benchmarks/gemm_kernels.py --models Qwen2.5-7B,Qwen2.5-14B --M 16384 --out $OUT
     python benchmarks/gemm_kernels.py --sweep Qwen2.5-7B --out $OUT     # 4 x 9 x 9 x 2 sweep
-    python benchmarks/gemm_kernels.py --probe --fp8-diag Qwen2.5-7B --out $OUT  # diagnosis
+    python benchmarks/gemm_kernels.py --probe h200,fp16-square --out $OUT  # crash diagnosis
+    python benchmarks/gemm_kernels.py --fp8-diag Qwen2.5-7B --out $OUT  # cuBLASLt vs _scaled_mm
 
 Prints: the extension build time; per model and dtype, the speedup table (dense = fastest
 dense backend of the run), the side-by-side with the published H100 totals, and the target
@@ -67,32 +68,67 @@ def build_extension() -> dict:
 SPLIT_CONFIGS = ((2, 1), (2, 2), (4, 1), (4, 2), (2, -1), (4, -1), (-1, -1))
 
 
-def run_probes(out: Path) -> list[dict]:
-    """cuSPARSELt configurations that crashed before, each chain of them in its own process.
+PROBE_SETS = ("h200", "fp16-square")
 
-    (c) split-K 2/4 and Segment-K per mode, dtype and layout; (d) every alg id x layout of
-    the first 16-bit cell that crashed (M=256, N=512, K=1000 -> K_slide=1024 at 2_4).
+
+def probe_groups(which: str) -> list[list[dict]]:
+    """The configuration chains of one probe set.
+
+    ``h200``: (c) split-K 2/4 and Segment-K per mode, dtype and layout; (d) every alg id x
+    layout of the first 16-bit cell that crashed on an H200 (M=256, N=512, K=1000 ->
+    K_slide=1024 at 2_4). ``fp16-square``: the H100 FP16 square failure (SLIDESPARSE.md §9):
+    alg ids 0-63 x layout at M=N=K in 128 and 1024, and Segment-K at 4096, FP16 and BF16
+    side by side. Ids past a problem's count fail fast with "out of range".
     """
     from slidesparse.gemm import probe
 
     groups = []
-    for dtype in ("int8", "fp16"):
-        for s, m in SPLIT_CONFIGS:
-            groups.append([probe.config(dtype, 256, 512, 1024, split_k=s, split_k_mode=m,
-                                        layout=lay) for lay in range(4)])  # fmt: skip
-    for dtype in ("fp16", "bf16"):
-        for lay in range(4):
-            # Ids past the problem's count fail fast with "out of range".
-            groups.append([probe.config(dtype, 256, 512, 1024, alg_id=a, layout=lay)
-                           for a in range(32)])  # fmt: skip
+    if which == "h200":
+        for dtype in ("int8", "fp16"):
+            for s, m in SPLIT_CONFIGS:
+                groups.append([probe.config(dtype, 256, 512, 1024, split_k=s, split_k_mode=m,
+                                            layout=lay) for lay in range(4)])  # fmt: skip
+        for dtype in ("fp16", "bf16"):
+            for lay in range(4):
+                groups.append([probe.config(dtype, 256, 512, 1024, alg_id=a, layout=lay)
+                               for a in range(32)])  # fmt: skip
+    elif which == "fp16-square":
+        for dtype in ("fp16", "bf16"):
+            for n in (128, 1024):
+                for lay in range(4):
+                    groups.append([probe.config(dtype, n, n, n, alg_id=a, layout=lay)
+                                   for a in range(64)])  # fmt: skip
+        for dtype in ("fp16", "bf16"):
+            groups.append([probe.config(dtype, 4096, 4096, 4096, alg_id=a, split_k=-1, layout=3)
+                           for a in range(64)])  # fmt: skip
+    else:
+        raise SystemExit(f"unknown probe set {which!r}; valid: {', '.join(PROBE_SETS)}")
+    return groups
+
+
+def run_probes(out: Path, which: str) -> list[dict]:
+    """Run one probe set, crash-isolated; print every configuration that did not run right."""
+    from slidesparse.gemm import probe
+
+    groups = probe_groups(which)
     t0 = time.perf_counter()
     res = probe.probe_groups(groups, workers=12)
-    (out / "probe.json").write_text(json.dumps(res, indent=1))
+    (out / f"probe-{which}.json").write_text(json.dumps(res, indent=1))
     print(f"probe: {len(res)} configurations in {time.perf_counter() - t0:.1f} s")
+    # One line per (dtype, shape, split, status): the alg ids and layouts it covers.
+    summary: dict[tuple, set] = {}
     for r in res:
-        if r["status"] != "ok" and not str(r.get("detail", "")).count("out of range"):
-            print(f"  {r['status']:7} {r['dtype']} alg={r['alg_id']} split_k={r['split_k']} "
-                  f"mode={r['split_k_mode']} layout={r['layout']}: {r['detail']}")  # fmt: skip
+        if "out of range" in str(r.get("detail", "")):
+            continue
+        key = (r["dtype"], f"{r['M']}x{r['N']}x{r['Ks']}", r["split_k"], r["split_k_mode"],
+               r["status"], str(r["detail"])[:60] if r["status"] != "ok" else
+               str(r["detail"]).partition(" ")[2])  # fmt: skip
+        summary.setdefault(key, set()).add((r["alg_id"], r["layout"]))
+    for (dtype, shape, sk, mode, st, detail), ids in sorted(summary.items()):
+        algs = sorted({a for a, _ in ids})
+        lays = sorted({lay for _, lay in ids})
+        print(f"  {st:10} {dtype} {shape} split_k={sk} mode={mode} algs={algs} "
+              f"layouts={lays} {detail}")  # fmt: skip
     ok = [r for r in res if r["status"] == "ok"]
     print(
         f"probe ok: {len(ok)}; by status: "
@@ -194,33 +230,20 @@ def paired_checks(ctx, model: str, dtypes, M: int, patterns, rounds: int = 8) ->
     alternate for ``rounds`` rounds, so clock drift over the run hits both alike. This is
     the comparison the PASS/FAIL lines report.
     """
-    from slidesparse import gemm
-    from slidesparse.gemm import operands, timing
-    from slidesparse.gemm.search import cache_key
+    from slidesparse.gemm import timing
     from slidesparse.models import get_model
     from slidesparse.sparsity import parse_pattern
-    from slidesparse.tasks.kernel_gemm import _search_cache
 
-    cache = _search_cache(ctx)
     lines = []
     for dtype in dtypes:
-        out_dtype = gemm.DEFAULT_OUT_DTYPE[dtype]
         for pname in patterns:
             pat = parse_pattern(pname)
             ours, theirs = ("cublaslt", "torch-builtin") if pat.is_dense else (
                 "cusparselt", "torch-cslt")  # fmt: skip
             tot = {ours: 0.0, theirs: 0.0}
             for layer, (N, K) in get_model(model).layers.items():
-                w_values = operands.pruned_weight(N, K, dtype, pat, seed=0, device="cuda")
-                x_values = operands.random_values((M, K), dtype, seed=1, device="cuda")
-                calls = {}
-                for name in (ours, theirs):
-                    be = gemm.make_backend(gemm.get_spec(name), "cuda", pat)
-                    w = be.prepare_weight(w_values, pat, dtype, out_dtype)
-                    inp = be.prepare_input(x_values, w)
-                    hit = cache.get(cache_key(name, dtype, out_dtype, pat.name, N, K, M))
-                    cfg = hit["config"] if hit else be.candidates(w, inp)[0]
-                    calls[name] = be.make_call(w, inp, cfg)
+                calls = {n: lib.searched_call(ctx, n, dtype, pat, N, K, M)[0]
+                         for n in (ours, theirs)}  # fmt: skip
                 samples = {n: [] for n in calls}
                 for _ in range(rounds):
                     for n, fn in calls.items():
@@ -229,7 +252,7 @@ def paired_checks(ctx, model: str, dtypes, M: int, patterns, rounds: int = 8) ->
                 for n in med:
                     tot[n] += med[n]
                 lines.append(_paired_line(dtype, pname, M, layer, ours, theirs, med))
-                del calls, w_values, x_values
+                del calls
             lines.append(_paired_line(dtype, pname, M, "total", ours, theirs, tot))
     return lines
 
@@ -252,7 +275,7 @@ def main() -> int:
     ap.add_argument("--sparse-backends", default="cusparselt,torch-cslt")
     ap.add_argument("--sweep", default="", help="model for the full 4x9x9x2 sweep")
     ap.add_argument("--out", default=".")
-    ap.add_argument("--probe", action="store_true", help="crash-isolated cuSPARSELt probes")
+    ap.add_argument("--probe", default="", help=f"crash-isolated cuSPARSELt probes: {PROBE_SETS}")
     ap.add_argument("--fp8-diag", default="", help="model for the FP8 cuBLASLt diagnosis")
     ap.add_argument("--paired", action="store_true", help="A/B re-time ours vs torch per layer")
     args = ap.parse_args()
@@ -261,8 +284,8 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     info = {"versions": versions(), "build": build_extension()}
     print(json.dumps(info, indent=1), flush=True)
-    if args.probe:
-        run_probes(out)
+    for which in csv(args.probe):
+        run_probes(out, which)
     if args.fp8_diag:
         fp8_diag(args.fp8_diag, int(csv(args.M)[0]))
     ctx = lib.bench_context(out / "cache")

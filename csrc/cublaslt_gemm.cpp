@@ -12,6 +12,12 @@
 // C (never read: beta = 0) is either D itself (in place) or a separate read-only pointer,
 // which is what torch._scaled_mm passes for FP8 (the activation's); the library may run a
 // different epilogue for the two, so FP8 searches both.
+//
+// FP4 (E2M1, CUDA >= 12.8 headers, sm100+): x and w are float4_e2m1fn_x2 (two values per
+// element, so K = 2 * size(1)), block-scaled with one UE4M3 scale per 16 values along K
+// (VEC16_UE4M3) in the library's 128x4 tiled scale layout; D is BF16, in place, and alpha may
+// carry the product of the two per-tensor global scales. The scale pointers live on the cached
+// descriptor, so an FP4 call sets them and enqueues under the lock.
 #include <cublasLt.h>
 
 #include <map>
@@ -41,6 +47,7 @@ struct Problem {
   cublasLtMatrixLayout_t a = nullptr, b = nullptr, d = nullptr;
   std::vector<cublasLtMatmulHeuristicResult_t> algos;
   bool int_scale = false;
+  bool block_scaled = false;  // FP4: needs A/B block-scale pointers per call
   ~Problem() {
     if (d) cublasLtMatrixLayoutDestroy(d);
     if (b) cublasLtMatrixLayoutDestroy(b);
@@ -72,7 +79,8 @@ Problem& problem_for(const at::Tensor& x, const at::Tensor& w, at::ScalarType ou
   TORCH_CHECK(x.scalar_type() == w.scalar_type(), fn, ": x is ", x.scalar_type(), " but w is ",
               w.scalar_type());
   const int dev = x.get_device();
-  const int64_t M = x.size(0), K = x.size(1), N = w.size(0);
+  const int64_t M = x.size(0), N = w.size(0);
+  const int64_t K = x.size(1) * values_per_element(x.scalar_type());
   Key key{dev, M, N, K, static_cast<int>(x.scalar_type()), static_cast<int>(out_dtype)};
   auto it = g_problems.find(key);
   if (it != g_problems.end()) return *it->second;
@@ -93,6 +101,13 @@ Problem& problem_for(const at::Tensor& x, const at::Tensor& w, at::ScalarType ou
     scale_type = CUDA_R_32F;
   } else if (in == at::kHalf || in == at::kBFloat16) {
     TORCH_CHECK(out_dtype == in, fn, ": ", in, " writes ", in, ", got out_dtype ", out_dtype);
+    compute = CUBLAS_COMPUTE_32F;
+    scale_type = CUDA_R_32F;
+  } else if (is_fp4(in)) {
+    TORCH_CHECK(SS_HAVE_FP4, fn, ": built against CUDA headers older than 12.8 (no E2M1)");
+    TORCH_CHECK(out_dtype == at::kBFloat16, fn, ": fp4 writes bf16, got out_dtype ", out_dtype);
+    // 16-byte aligned packed rows; whole 16-value scale blocks.
+    TORCH_CHECK(K % 32 == 0, fn, ": fp4 needs K (values) % 32 == 0, got K=", K);
     compute = CUBLAS_COMPUTE_32F;
     scale_type = CUDA_R_32F;
   } else {
@@ -119,6 +134,17 @@ Problem& problem_for(const at::Tensor& x, const at::Tensor& w, at::ScalarType ou
     SS_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER,
                                                    &sp, sizeof(sp)), fn);
   }
+#if SS_HAVE_FP4
+  if (is_fp4(in)) {
+    // The modes select block-scaled kernels, so they are set before the heuristic runs.
+    const int32_t mode = CUBLASLT_MATMUL_MATRIX_SCALE_VEC16_UE4M3;
+    SS_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_A_SCALE_MODE,
+                                                   &mode, sizeof(mode)), fn);
+    SS_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_B_SCALE_MODE,
+                                                   &mode, sizeof(mode)), fn);
+    p->block_scaled = true;
+  }
+#endif
   SS_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->a, ab, K, N, K), fn);
   SS_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->b, ab, K, M, K), fn);
   SS_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->d, dd, N, M, N), fn);
@@ -175,10 +201,57 @@ std::vector<int64_t> cublaslt_algos(const at::Tensor& x, const at::Tensor& w,
   return out;
 }
 
+namespace {
+
+// FP4: set this call's block-scale pointers on the cached descriptor and enqueue, all under the
+// lock, so a concurrent call cannot swap the pointers in between.
+at::Tensor cublaslt_mm_fp4(const at::Tensor& x, const at::Tensor& w, at::ScalarType out_dtype,
+                           int64_t algo_index, bool separate_c,
+                           const std::optional<at::Tensor>& x_scale,
+                           const std::optional<at::Tensor>& w_scale, double alpha) {
+  const char* fn = "slidesparse::cublaslt_mm";
+  TORCH_CHECK(!separate_c, fn, ": fp4 runs with C = D (separate_c=False)");
+  const int64_t M = x.size(0), N = w.size(0), K = x.size(1) * 2;
+  const at::Tensor& xs = check_block_scale(x_scale, x, M, K, 16, "x_scale", fn);
+  const at::Tensor& wsc = check_block_scale(w_scale, x, N, K, 16, "w_scale", fn);
+  std::lock_guard<std::mutex> lock(g_mutex);
+  Problem& p = problem_for(x, w, out_dtype);
+  cublasLtHandle_t handle = handle_for(x.get_device());
+  TORCH_CHECK(algo_index >= 0 && algo_index < static_cast<int64_t>(p.algos.size()), fn,
+              ": algo_index ", algo_index, " out of range [0, ", p.algos.size(), ")");
+  const auto& r = p.algos[algo_index];
+  auto out = at::empty({M, N}, x.options().dtype(out_dtype));
+  auto ws = at::empty({static_cast<int64_t>(std::max<size_t>(r.workspaceSize, 1))},
+                      x.options().dtype(at::kByte));
+  // A is W and B is X in the TN product (see the file comment).
+  const void* a_sp = wsc.data_ptr();
+  const void* b_sp = xs.data_ptr();
+  SS_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER,
+                                                 &a_sp, sizeof(a_sp)), fn);
+  SS_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER,
+                                                 &b_sp, sizeof(b_sp)), fn);
+  const float falpha = static_cast<float>(alpha), fzero = 0.f;
+  cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  SS_CUBLAS_CHECK(cublasLtMatmul(handle, p.desc, &falpha, w.data_ptr(), p.a, x.data_ptr(), p.b,
+                                 &fzero, out.data_ptr(), p.d, out.data_ptr(), p.d, &r.algo,
+                                 ws.data_ptr(), r.workspaceSize, stream),
+                  fn);
+  return out;
+}
+
+}  // namespace
+
 at::Tensor cublaslt_mm(const at::Tensor& x, const at::Tensor& w, at::ScalarType out_dtype,
-                       int64_t algo_index, bool separate_c) {
+                       int64_t algo_index, bool separate_c,
+                       const std::optional<at::Tensor>& x_scale,
+                       const std::optional<at::Tensor>& w_scale, double fp4_alpha) {
   const char* fn = "slidesparse::cublaslt_mm";
   c10::cuda::CUDAGuard guard(x.device());
+  if (is_fp4(x.scalar_type())) {
+    return cublaslt_mm_fp4(x, w, out_dtype, algo_index, separate_c, x_scale, w_scale, fp4_alpha);
+  }
+  TORCH_CHECK(!x_scale.has_value() && !w_scale.has_value() && fp4_alpha == 1.0, fn,
+              ": block scales and alpha are for fp4 operands only, got ", x.scalar_type());
   cublasLtHandle_t handle;
   Problem* p;
   {

@@ -14,6 +14,14 @@
 // own descriptor, as torch gives it, rather than aliasing D's. Plans are keyed by the full
 // problem and algorithm and kept for the process lifetime; workspace comes from torch's
 // allocator.
+//
+// FP4 (E2M1; cuSPARSELt >= 0.7 and CUDA >= 12.8 headers, sm100+): W and x are
+// float4_e2m1fn_x2 (two values per element, Ks = 2 * size(1)); the structured 50% pattern of
+// E2M1 is *paired* 4:8 (at most 2 non-zero aligned pairs in every 8 values along K), not 2:4.
+// Both operands carry one UE4M3 scale per 32 values along K (VEC32_UE4M3) in the 128x4 tiled
+// layout; C and D are BF16 (or FP16). The scale modes select the kernels, so they are set
+// before the algorithm selection, and the scale pointers (read from the matmul descriptor) are
+// part of the plan key: a plan is only ever run with the scales it was built with.
 #include <cusparseLt.h>
 
 #include <map>
@@ -22,6 +30,12 @@
 #include <tuple>
 
 #include "common.h"
+
+#if SS_HAVE_FP4 && defined(CUSPARSELT_VERSION) && CUSPARSELT_VERSION >= 700
+#define SS_CUSPARSELT_FP4 1
+#else
+#define SS_CUSPARSELT_FP4 0
+#endif
 
 namespace slidesparse {
 namespace {
@@ -59,9 +73,18 @@ struct Plan {
   }
 };
 
-// device, N, Ks, M, in dtype, out dtype, alg_id, split_k, split_k_mode, layout
-using Key =
-    std::tuple<int, int64_t, int64_t, int64_t, int, int, int64_t, int64_t, int64_t, int64_t>;
+// device, N, Ks, M, in dtype, out dtype, alg_id, split_k, split_k_mode, layout, and for FP4 the
+// addresses of the W and x block scales (0 otherwise)
+using Key = std::tuple<int, int64_t, int64_t, int64_t, int, int, int64_t, int64_t, int64_t,
+                       int64_t, uintptr_t, uintptr_t>;
+
+constexpr int64_t kFp4Block = 32;  // CUSPARSELT_MATMUL_MATRIX_SCALE_VEC32_UE4M3
+
+// The FP4 block-scale pointers of one call (null for the other dtypes).
+struct Scales {
+  const void* w = nullptr;
+  const void* x = nullptr;
+};
 
 std::mutex g_mutex;
 std::map<int, std::unique_ptr<Handle>> g_handles;
@@ -89,6 +112,10 @@ void check_out_dtype(at::ScalarType in, at::ScalarType out, const char* fn) {
     ok = out == at::kBFloat16 || out == at::kHalf || out == at::kFloat;
   } else if (in == at::kHalf || in == at::kBFloat16) {
     ok = out == in;
+  } else if (is_fp4(in)) {
+    TORCH_CHECK(SS_CUSPARSELT_FP4, fn,
+                ": built without E2M1 support (needs cuSPARSELt >= 0.7 and CUDA >= 12.8 headers)");
+    ok = out == at::kBFloat16 || out == at::kHalf;
   } else {
     TORCH_CHECK(false, fn, ": unsupported operand dtype ", in);
   }
@@ -125,10 +152,12 @@ void init_sparse_desc(cusparseLtHandle_t* h, cusparseLtMatDescriptor_t* a, int64
 
 // Builds (or finds) the plan; caller holds g_mutex.
 Plan& plan_for(int dev, int64_t N, int64_t Ks, int64_t M, at::ScalarType in, at::ScalarType out,
-               int64_t alg_id, int64_t split_k, int64_t split_k_mode, int64_t layout) {
+               int64_t alg_id, int64_t split_k, int64_t split_k_mode, int64_t layout,
+               Scales scales = {}) {
   const char* fn = "slidesparse::cusparselt_mm";
   Key key{dev, N, Ks, M, static_cast<int>(in), static_cast<int>(out), alg_id, split_k,
-          split_k_mode, layout};
+          split_k_mode, layout, reinterpret_cast<uintptr_t>(scales.w),
+          reinterpret_cast<uintptr_t>(scales.x)};
   auto it = g_plans.find(key);
   if (it != g_plans.end()) return *it->second;
   cusparseLtHandle_t* h = handle_for(dev);
@@ -150,6 +179,24 @@ Plan& plan_for(int dev, int64_t N, int64_t Ks, int64_t M, at::ScalarType in, at:
                                                      &p->a, &p->b, &p->c, &p->d,
                                                      compute_type(in)),
                       fn);
+#if SS_CUSPARSELT_FP4
+  if (is_fp4(in)) {
+    // A is W (sparse), B is x.
+    const cusparseLtMatmulMatrixScale_t mode = CUSPARSELT_MATMUL_MATRIX_SCALE_VEC32_UE4M3;
+    SS_CUSPARSELT_CHECK(cusparseLtMatmulDescSetAttribute(h, &p->matmul,
+                                                         CUSPARSELT_MATMUL_A_SCALE_MODE, &mode,
+                                                         sizeof(mode)), fn);
+    SS_CUSPARSELT_CHECK(cusparseLtMatmulDescSetAttribute(h, &p->matmul,
+                                                         CUSPARSELT_MATMUL_B_SCALE_MODE, &mode,
+                                                         sizeof(mode)), fn);
+    SS_CUSPARSELT_CHECK(cusparseLtMatmulDescSetAttribute(h, &p->matmul,
+                                                         CUSPARSELT_MATMUL_A_SCALE_POINTER,
+                                                         &scales.w, sizeof(scales.w)), fn);
+    SS_CUSPARSELT_CHECK(cusparseLtMatmulDescSetAttribute(h, &p->matmul,
+                                                         CUSPARSELT_MATMUL_B_SCALE_POINTER,
+                                                         &scales.x, sizeof(scales.x)), fn);
+  }
+#endif
   SS_CUSPARSELT_CHECK(cusparseLtMatmulAlgSelectionInit(h, &p->alg, &p->matmul,
                                                        CUSPARSELT_MATMUL_ALG_DEFAULT), fn);
   int max_id = 0;
@@ -192,9 +239,10 @@ at::Tensor cusparselt_compress(const at::Tensor& w, int64_t layout) {
   const char* fn = "slidesparse::cusparselt_compress";
   TORCH_CHECK(w.is_cuda() && w.dim() == 2 && w.is_contiguous(), fn,
               ": w must be a contiguous 2-D CUDA tensor [N, K_slide]");
-  TORCH_CHECK(w.size(1) % 32 == 0, fn, ": K_slide=", w.size(1), " must be a multiple of 32");
+  const int64_t N = w.size(0), Ks = w.size(1) * values_per_element(w.scalar_type());
+  TORCH_CHECK(Ks % 32 == 0, fn, ": K_slide=", Ks, " must be a multiple of 32");
+  if (is_fp4(w.scalar_type())) check_out_dtype(w.scalar_type(), at::kBFloat16, fn);
   c10::cuda::CUDAGuard guard(w.device());
-  const int64_t N = w.size(0), Ks = w.size(1);
   cusparseLtMatDescriptor_t a;
   size_t size = 0, buffer = 0;
   cusparseLtHandle_t* h;
@@ -217,9 +265,33 @@ at::Tensor cusparselt_compress(const at::Tensor& w, int64_t layout) {
 }
 
 // Y[M, N] = X[M, Ks] · W[N, Ks]ᵀ from the compressed W.
+namespace {
+
+// The FP4 scale pointers of a call after checking them (null pointers for other dtypes, which
+// must not pass scales).
+Scales call_scales(const at::Tensor& x, int64_t N, at::ScalarType in_dtype,
+                   const std::optional<at::Tensor>& w_scale,
+                   const std::optional<at::Tensor>& x_scale, const char* fn) {
+  if (!is_fp4(in_dtype)) {
+    TORCH_CHECK(!w_scale.has_value() && !x_scale.has_value(), fn,
+                ": block scales are for fp4 operands only, got ", in_dtype);
+    return {};
+  }
+  const int64_t M = x.size(0), Ks = x.size(1) * 2;
+  TORCH_CHECK(Ks % 64 == 0, fn, ": fp4 needs K_slide % 64 == 0 (whole paired 4:8 groups in 32-value "
+              "scale blocks), got ", Ks);
+  const at::Tensor& ws = check_block_scale(w_scale, x, N, Ks, kFp4Block, "w_scale", fn);
+  const at::Tensor& xs = check_block_scale(x_scale, x, M, Ks, kFp4Block, "x_scale", fn);
+  return {ws.data_ptr(), xs.data_ptr()};
+}
+
+}  // namespace
+
 at::Tensor cusparselt_mm(const at::Tensor& compressed, const at::Tensor& x, int64_t N,
                          at::ScalarType in_dtype, at::ScalarType out_dtype, int64_t alg_id,
-                         int64_t split_k, int64_t split_k_mode, int64_t layout) {
+                         int64_t split_k, int64_t split_k_mode, int64_t layout,
+                         const std::optional<at::Tensor>& w_scale,
+                         const std::optional<at::Tensor>& x_scale) {
   const char* fn = "slidesparse::cusparselt_mm";
   TORCH_CHECK(compressed.is_cuda() && x.is_cuda(), fn, ": operands must be CUDA tensors");
   TORCH_CHECK(x.dim() == 2 && x.is_contiguous(), fn, ": x must be contiguous [M, K_slide]");
@@ -227,13 +299,14 @@ at::Tensor cusparselt_mm(const at::Tensor& compressed, const at::Tensor& x, int6
               in_dtype);
   check_out_dtype(in_dtype, out_dtype, fn);
   c10::cuda::CUDAGuard guard(x.device());
-  const int64_t M = x.size(0), Ks = x.size(1);
+  const int64_t M = x.size(0), Ks = x.size(1) * values_per_element(in_dtype);
+  const Scales scales = call_scales(x, N, in_dtype, w_scale, x_scale, fn);
   Plan* p;
   cusparseLtHandle_t* h;
   {
     std::lock_guard<std::mutex> lock(g_mutex);
     p = &plan_for(x.get_device(), N, Ks, M, in_dtype, out_dtype, alg_id, split_k, split_k_mode,
-                  layout);
+                  layout, scales);
     h = handle_for(x.get_device());
   }
   auto out = at::empty({M, N}, x.options().dtype(out_dtype));
@@ -251,15 +324,17 @@ at::Tensor cusparselt_mm(const at::Tensor& compressed, const at::Tensor& x, int6
 // [max_alg_id, workspace bytes] of one configuration (building its plan).
 std::vector<int64_t> cusparselt_plan_info(const at::Tensor& x, int64_t N, at::ScalarType in_dtype,
                                           at::ScalarType out_dtype, int64_t alg_id,
-                                          int64_t split_k, int64_t split_k_mode,
-                                          int64_t layout) {
+                                          int64_t split_k, int64_t split_k_mode, int64_t layout,
+                                          const std::optional<at::Tensor>& w_scale,
+                                          const std::optional<at::Tensor>& x_scale) {
   const char* fn = "slidesparse::cusparselt_plan_info";
   TORCH_CHECK(x.is_cuda() && x.dim() == 2, fn, ": x must be a 2-D CUDA tensor");
   check_out_dtype(in_dtype, out_dtype, fn);
   c10::cuda::CUDAGuard guard(x.device());
+  const Scales scales = call_scales(x, N, in_dtype, w_scale, x_scale, fn);
   std::lock_guard<std::mutex> lock(g_mutex);
-  Plan& p = plan_for(x.get_device(), N, x.size(1), x.size(0), in_dtype, out_dtype, alg_id,
-                     split_k, split_k_mode, layout);
+  Plan& p = plan_for(x.get_device(), N, x.size(1) * values_per_element(in_dtype), x.size(0),
+                     in_dtype, out_dtype, alg_id, split_k, split_k_mode, layout, scales);
   return {static_cast<int64_t>(p.max_alg_id), static_cast<int64_t>(p.workspace)};
 }
 

@@ -108,3 +108,37 @@ def test_sources_compile(source):
     cmd.append(str(extension.source_dir() / source))
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
+
+
+def test_fp4_code_is_in_the_sources_behind_version_guards():
+    d = extension.source_dir()
+    common = (d / "common.h").read_text()
+    assert "CUDART_VERSION >= 12080" in common and "CUDA_R_4F_E2M1" in common
+    assert "CUBLASLT_MATMUL_MATRIX_SCALE_VEC16_UE4M3" in (d / "cublaslt_gemm.cpp").read_text()
+    sparse = (d / "cusparselt_gemm.cpp").read_text()
+    assert "CUSPARSELT_VERSION >= 700" in sparse
+    assert "CUSPARSELT_MATMUL_MATRIX_SCALE_VEC32_UE4M3" in sparse
+
+
+@pytest.mark.slow
+def test_fp4_paths_are_compiled_in_with_new_headers():
+    inc = _cuda_include()
+    cxx = shutil.which("g++") or shutil.which("c++")
+    if inc is None or cxx is None:
+        pytest.skip("CUDA headers or C++ compiler missing (see test_sources_compile)")
+    import torch.utils.cpp_extension as ce
+
+    cmd = [cxx, "-E", "-dM", "-std=c++17", "-DC10_CUDA_NO_CMAKE_CONFIGURE_FILE", "-w"]
+    cmd += [f"-I{p}" for p in (*ce.include_paths(), inc, inc / "cccl", extension.source_dir())]
+    cmd.append(str(extension.source_dir() / "cusparselt_gemm.cpp"))
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    macros = {}
+    for line in res.stdout.splitlines():
+        parts = line.split(maxsplit=2)
+        if len(parts) == 3 and parts[0] == "#define":
+            macros[parts[1]] = parts[2]
+    cudart = int(macros["CUDART_VERSION"])
+    lt = (int(macros["CUSPARSELT_VER_MAJOR"]), int(macros["CUSPARSELT_VER_MINOR"]))
+    assert macros["SS_HAVE_FP4"] == ("1" if cudart >= 12080 else "0")
+    assert macros["SS_CUSPARSELT_FP4"] == ("1" if cudart >= 12080 and lt >= (0, 7) else "0")

@@ -28,6 +28,28 @@ def test_fake_impls_give_output_shapes_without_cuda():
         c = torch.empty(1000, dtype=torch.uint8)
         z = slt(c, x, 48, torch.int8, torch.bfloat16, 0, 1, -1, 1)
         assert z.shape == (64, 48) and z.dtype == torch.bfloat16
+        # FP4: packed pairs ([rows, K/2]) and block scales; the output is [M, N] all the same.
+        x4 = torch.empty(64, 48, dtype=torch.float4_e2m1fn_x2)
+        w4 = torch.empty(32, 48, dtype=torch.float4_e2m1fn_x2)
+        xs = torch.empty(128 * 8, dtype=torch.float8_e4m3fn)
+        ws = torch.empty(128 * 8, dtype=torch.float8_e4m3fn)
+        y4 = mm(x4, w4, torch.bfloat16, 0, False, xs, ws, 1.0)
+        assert y4.shape == (64, 32) and y4.dtype == torch.bfloat16
+        z4 = slt(c, x4, 32, torch.float4_e2m1fn_x2, torch.bfloat16, 0, 1, -1, 0, ws, xs)
+        assert z4.shape == (64, 32) and z4.dtype == torch.bfloat16
+
+
+def test_fp4_arguments_are_optional_trailing_schema_args():
+    # The other dtypes' calls keep their exact argument lists.
+    assert (
+        "Tensor? x_scale=None, Tensor? w_scale=None, float alpha=1.0" in ops.SCHEMAS["cublaslt_mm"]
+    )
+    for name in ("cusparselt_mm", "cusparselt_plan_info"):
+        assert (
+            ops.SCHEMAS[name]
+            .split(") ->")[0]
+            .endswith("Tensor? w_scale=None, Tensor? x_scale=None")
+        )
 
 
 def test_define_is_idempotent():

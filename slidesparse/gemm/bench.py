@@ -194,6 +194,30 @@ def published_comparison(lines: list[dict], model: str | None) -> str:
     return "\n".join(out)
 
 
+def searched_call(ctx, backend: str, dtype: str, pattern, N: int, K: int, M: int, *, seed=0):
+    """A ready-to-time call of ``backend`` on fresh operands, in the configuration its search
+    stored in ``ctx``'s cache (the library's first candidate when none is stored).
+
+    For re-timing outside the task (paired A/B checks, sustained power runs, profilers):
+    the operands are drawn as the task draws them, so the call does the same work.
+    """
+    from slidesparse import gemm
+    from slidesparse.gemm import operands
+    from slidesparse.gemm.search import cache_key
+    from slidesparse.tasks.kernel_gemm import _search_cache
+
+    out_dtype = gemm.DEFAULT_OUT_DTYPE[dtype]
+    w_values = operands.pruned_weight(N, K, dtype, pattern, seed=seed, device=ctx.device)
+    x_values = operands.random_values((M, K), dtype, seed=seed + 1, device=ctx.device)
+    be = gemm.make_backend(gemm.get_spec(backend), ctx.device, pattern)
+    w = be.prepare_weight(w_values, pattern, dtype, out_dtype)
+    del w_values
+    inp = be.prepare_input(x_values, w)
+    hit = _search_cache(ctx).get(cache_key(backend, dtype, out_dtype, pattern.name, N, K, M))
+    config = hit["config"] if hit else be.candidates(w, inp)[0]
+    return be.make_call(w, inp, config), be.describe(w, config)
+
+
 def bench_context(cache_dir: Path | None = None):
     """A TaskContext for in-process benchmarking on this machine (GPU when there is one)."""
     import torch

@@ -23,6 +23,9 @@ from collections.abc import Iterable
 # integers, so only the output rounding (bf16: 2^-8) contributes.
 _REL_TOL = 2.0**-6
 _OUT = {"int8": "int32", "fp8": "bf16", "fp16": "fp16", "bf16": "bf16"}
+# CUDA errors after which the context is unusable (only a new process recovers).
+_STICKY = ("illegal instruction", "illegal memory access", "unspecified launch failure",
+           "misaligned address", "an illegal address")  # fmt: skip
 
 
 def config(
@@ -49,11 +52,16 @@ def config(
     }
 
 
-def probe(configs: Iterable[dict], *, timeout_s: float = 300.0) -> list[dict]:
+def probe(
+    configs: Iterable[dict], *, timeout_s: float = 300.0, child: list[str] | None = None
+) -> list[dict]:
     """Run ``configs`` in child processes; one result per configuration, in order.
 
     A result is the configuration plus ``status`` (``ok``, ``wrong``, ``error`` with the
-    error's first line, or ``crashed`` with the child's exit status) and ``detail``.
+    error's first line, ``cuda_error`` for a sticky CUDA error, after which the child leaves
+    and a fresh one carries on, or ``crashed`` with the child's exit status) and ``detail``.
+    ``child``: the child's command line (default: this module), which speaks the protocol
+    above.
     """
     todo = list(configs)
     results: dict[int, dict] = {}
@@ -61,13 +69,13 @@ def probe(configs: Iterable[dict], *, timeout_s: float = 300.0) -> list[dict]:
     while start < len(todo):
         batch = todo[start:]
         proc = subprocess.run(
-            [sys.executable, "-m", "slidesparse.gemm.probe"],
+            child or [sys.executable, "-m", "slidesparse.gemm.probe"],
             input=json.dumps(batch),
             capture_output=True,
             text=True,
             timeout=timeout_s,
         )
-        begun = None
+        begun = last_end = None
         for line in proc.stdout.splitlines():
             try:
                 ev = json.loads(line)
@@ -76,11 +84,15 @@ def probe(configs: Iterable[dict], *, timeout_s: float = 300.0) -> list[dict]:
             if "begin" in ev:
                 begun = start + ev["begin"]
             elif "end" in ev:
-                i = start + ev["end"]
+                i = last_end = start + ev["end"]
                 results[i] = {**todo[i], "status": ev["status"], "detail": ev.get("detail")}
                 begun = None
         if proc.returncode == 0 and begun is None:
             break
+        if begun is None and last_end is not None:
+            # The child left after a sticky CUDA error (see _STICKY): go on in a fresh one.
+            start = last_end + 1
+            continue
         if begun is None:  # died before announcing anything: nothing more can be learnt
             tail = proc.stderr.strip().splitlines()[-1:] or [""]
             for i in range(start, len(todo)):
@@ -97,7 +109,11 @@ def probe(configs: Iterable[dict], *, timeout_s: float = 300.0) -> list[dict]:
 
 
 def probe_groups(
-    groups: Iterable[Iterable[dict]], *, workers: int = 8, timeout_s: float = 300.0
+    groups: Iterable[Iterable[dict]],
+    *,
+    workers: int = 8,
+    timeout_s: float = 300.0,
+    child: list[str] | None = None,
 ) -> list[dict]:
     """:func:`probe` each group in its own chain of children, ``workers`` chains at a time.
 
@@ -107,7 +123,7 @@ def probe_groups(
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(max_workers=workers) as ex:
-        futures = [ex.submit(probe, list(g), timeout_s=timeout_s) for g in groups]
+        futures = [ex.submit(probe, list(g), timeout_s=timeout_s, child=child) for g in groups]
         return [r for f in futures for r in f.result()]
 
 
@@ -134,15 +150,22 @@ def _run_child(configs: list[dict]) -> None:
             g = torch.Generator(device="cuda").manual_seed(1)
             x = torch.randint(-2, 3, (c["M"], c["Ks"]), device="cuda", generator=g).float()
             args = (c["alg_id"], c["split_k"], c["split_k_mode"], c["layout"])
-            ops.cusparselt_plan_info(x.to(dt), c["N"], out, *args)
+            info = ops.cusparselt_plan_info(x.to(dt), c["N"], out, *args)
             y = ops.cusparselt_mm(comp, x.to(dt).contiguous(), c["N"], out, *args)
             ref = x.double() @ w.double().T
             err = (y.double() - ref).abs().max().item() / max(ref.abs().max().item(), 1.0)
             status = "ok" if err <= _REL_TOL else "wrong"
-            ev = {"end": i, "status": status, "detail": f"rel_err={err:.2e}"}
+            detail = f"rel_err={err:.2e} max_alg_id={info.get('max_alg_id')}"
+            ev = {"end": i, "status": status, "detail": detail}
         except RuntimeError as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             ev = {"end": i, "status": "error", "detail": first[:300]}
+            if any(s in str(exc).lower() for s in _STICKY):
+                # The CUDA context is dead: every later configuration in this process would
+                # fail for this one's sake.
+                ev["status"] = "cuda_error"
+                print(json.dumps(ev), flush=True)
+                sys.exit(3)
         print(json.dumps(ev), flush=True)
 
 

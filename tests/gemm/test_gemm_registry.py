@@ -38,9 +38,26 @@ def test_dtype_not_on_this_cc_names_the_cc():
         spec, "fp8", device="cuda", cc=(8, 0), dtype_ok_on_cc=lambda d, s: d != "fp8"
     )
     assert reason == "no dense fp8 GEMM on compute capability 8.0"
-    assert "does not implement fp4" in gemm.unsupported_reason(
-        spec, "fp4", device="cuda", cc=(10, 0)
-    )
+
+
+def test_fp4_is_implemented_and_gated_by_cc():
+    from slidesparse.hardware import capabilities
+
+    for name, kind in (("cublaslt", "dense"), ("cusparselt", "2:4 sparse")):
+        spec = gemm.get_spec(name)
+        assert "fp4" in spec.dtypes
+        ok = capabilities((10, 0)).supports
+        assert (
+            gemm.unsupported_reason(spec, "fp4", device="cuda", cc=(10, 0), dtype_ok_on_cc=ok)
+            is None
+        )
+        reason = gemm.unsupported_reason(
+            spec, "fp4", device="cuda", cc=(9, 0), dtype_ok_on_cc=capabilities((9, 0)).supports
+        )
+        assert reason.startswith(f"no {kind} fp4 GEMM on compute capability 9.0")
+    # The torch built-ins have no FP4 path: a missing extension cannot fall back for fp4.
+    with pytest.raises(Unsupported, match="does not implement fp4"):
+        gemm.select_backend("cublaslt", "fp4", device="cuda", cc=(10, 0), extension_error="x")
 
 
 def test_min_cc_is_enforced():
