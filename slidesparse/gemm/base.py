@@ -48,6 +48,16 @@ class GemmBackend:
         """Configurations the search may try; one empty config where there is no choice."""
         return [{}]
 
+    def vet_candidates(
+        self, weight: PreparedWeight, inp: Any, candidates: list[dict], *, cache_dir, gpu_tag: str
+    ) -> tuple[list[dict], dict[str, dict]]:
+        """(candidates safe to run in this process, {key: verdict} of those left out).
+
+        Backends whose library can kill the process on some configurations check them in a
+        child first (:func:`slidesparse.gemm.probe.vet`); the rest trust every candidate.
+        """
+        return candidates, {}
+
     def make_call(self, weight: PreparedWeight, inp: Any, config: dict) -> Callable[[], Any]:
         """A no-argument closure computing ``Y[M, N]`` with ``config``."""
         raise NotImplementedError

@@ -250,6 +250,16 @@ class CusparseLt(GemmBackend):
             grid += cslt_candidates(info["max_alg_id"], x.shape[0], weight.N, cc, layouts=(lay,))
         return grid
 
+    def vet_candidates(self, weight, inp, candidates, *, cache_dir, gpu_tag):
+        if self.device != "cuda" or weight.dtype == "fp4":
+            # The probe child has no block scales; FP4 plans are checked in-process.
+            return candidates, {}
+        from slidesparse.gemm import probe
+
+        shape = (inp.shape[0], weight.N, weight.K_slide)
+        return probe.vet(candidates, dtype=weight.dtype, out=weight.out_dtype, shape=shape,
+                         cache_dir=cache_dir, gpu_tag=gpu_tag)  # fmt: skip
+
     def make_call(self, weight: PreparedWeight, inp, config: dict):
         from slidesparse import ops
 

@@ -23,6 +23,8 @@ from collections.abc import Iterable
 # integers, so only the output rounding (bf16: 2^-8) contributes.
 _REL_TOL = 2.0**-6
 _OUT = {"int8": "int32", "fp8": "bf16", "fp16": "fp16", "bf16": "bf16"}
+_REPEATS = 3
+_NO_CHILD = "child: "  # detail prefix of configurations whose child died before starting
 # CUDA errors after which the context is unusable (only a new process recovers).
 _STICKY = ("illegal instruction", "illegal memory access", "unspecified launch failure",
            "misaligned address", "an illegal address")  # fmt: skip
@@ -38,10 +40,12 @@ def config(
     split_k: int = 1,
     split_k_mode: int = -1,
     layout: int = 0,
+    out: str | None = None,
 ) -> dict:
     """One probe configuration (the csrc ``cusparselt_mm`` arguments plus the shape)."""
     return {
         "dtype": dtype,
+        "out": out or _OUT[dtype],
         "M": M,
         "N": N,
         "Ks": Ks,
@@ -97,7 +101,7 @@ def probe(
             tail = proc.stderr.strip().splitlines()[-1:] or [""]
             for i in range(start, len(todo)):
                 if i not in results:
-                    results[i] = {**todo[i], "status": "error", "detail": f"child: {tail[0]}"}
+                    results[i] = {**todo[i], "status": "error", "detail": f"{_NO_CHILD}{tail[0]}"}
             break
         results[begun] = {
             **todo[begun],
@@ -127,6 +131,76 @@ def probe_groups(
         return [r for f in futures for r in f.result()]
 
 
+VET_FILE = "cusparselt_vetted.json"
+_VET_FIELDS = ("dtype", "out", "alg_id", "split_k", "split_k_mode", "layout")
+
+
+def vet_key(c: dict) -> str:
+    """The vetting cache key of a configuration (its library arguments, not its shape)."""
+    return "|".join(f"{f}={c.get(f)}" for f in _VET_FIELDS)
+
+
+def vet(
+    candidates: list[dict],
+    *,
+    dtype: str,
+    out: str,
+    shape: tuple[int, int, int],
+    cache_dir,
+    gpu_tag: str,
+    workers: int = 8,
+    child: list[str] | None = None,
+) -> tuple[list[dict], dict[str, dict]]:
+    """The cuSPARSELt ``candidates`` that run correctly here, and those that did not.
+
+    Some configurations kill the process or its CUDA context (on an H100 with cuSPARSELt
+    0.8.0, FP16 plans that die with "an illegal instruction"); timing them inside a worker
+    would lose the whole search, and every later cell, to one bad plan. Each configuration
+    not yet vetted on this GPU tag therefore runs once, crash-isolated (:func:`probe`), at
+    ``shape`` = (M, N, K_slide); the verdicts are cached per GPU tag, keyed by
+    :func:`vet_key`, so each configuration is vetted once per machine. Returns
+    (candidates that were ``ok``, {key: verdict} of the ones left out).
+    """
+    from slidesparse.gemm.search import SearchCache
+
+    cache = SearchCache.open(cache_dir, gpu_tag, name=VET_FILE)
+    M, N, Ks = shape
+
+    def as_probe(c: dict) -> dict:
+        return config(dtype, M, N, Ks, out=out, alg_id=c.get("alg_id", 0),
+                      split_k=c.get("split_k", 1), split_k_mode=c.get("split_k_mode", -1),
+                      layout=c.get("layout", 0))  # fmt: skip
+
+    todo = {}
+    for c in candidates:
+        pc = as_probe(c)
+        if cache.get(vet_key(pc)) is None:
+            todo.setdefault(vet_key(pc), pc)
+    if todo:
+        # One chain per layout and split: a crash costs only its own chain a new child.
+        chains: dict[tuple, list[dict]] = {}
+        for pc in todo.values():
+            chains.setdefault((pc["layout"], pc["split_k"], pc["split_k_mode"]), []).append(pc)
+        results = probe_groups(list(chains.values()), workers=workers, child=child)
+        cache.update({
+            vet_key(r): {"status": r["status"], "detail": r.get("detail"),
+                         "shape": f"{M}x{N}x{Ks}"}
+            for r in results
+            if not str(r.get("detail", "")).startswith(_NO_CHILD)
+        })  # fmt: skip
+    kept, left_out = [], {}
+    for c in candidates:
+        key = vet_key(as_probe(c))
+        verdict = cache.get(key)
+        # Unvetted (the child could not start at all): trusted as before vetting, so a broken
+        # probe costs isolation, not results; the runner still isolates the worker.
+        if verdict is None or verdict.get("status") == "ok":
+            kept.append(c)
+        else:
+            left_out[key] = verdict
+    return kept, left_out
+
+
 def _run_child(configs: list[dict]) -> None:
     import torch
 
@@ -139,7 +213,7 @@ def _run_child(configs: list[dict]) -> None:
         print(json.dumps({"begin": i}), flush=True)
         try:
             dt = torch_dtype(c["dtype"])
-            out = torch_dtype(_OUT[c["dtype"]])
+            out = torch_dtype(c.get("out") or _OUT[c["dtype"]])
             key = (c["dtype"], c["N"], c["Ks"], c["layout"] & 1)
             if key not in compressed:
                 g = torch.Generator(device="cuda").manual_seed(0)
@@ -151,7 +225,9 @@ def _run_child(configs: list[dict]) -> None:
             x = torch.randint(-2, 3, (c["M"], c["Ks"]), device="cuda", generator=g).float()
             args = (c["alg_id"], c["split_k"], c["split_k_mode"], c["layout"])
             info = ops.cusparselt_plan_info(x.to(dt), c["N"], out, *args)
-            y = ops.cusparselt_mm(comp, x.to(dt).contiguous(), c["N"], out, *args)
+            xd = x.to(dt).contiguous()
+            for _ in range(_REPEATS):  # some faults only show on a re-launch of the plan
+                y = ops.cusparselt_mm(comp, xd, c["N"], out, *args)
             ref = x.double() @ w.double().T
             err = (y.double() - ref).abs().max().item() / max(ref.abs().max().item(), 1.0)
             status = "ok" if err <= _REL_TOL else "wrong"

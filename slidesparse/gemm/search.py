@@ -44,9 +44,10 @@ class SearchCache:
     entries: dict[str, dict] = field(default_factory=dict)
 
     @classmethod
-    def open(cls, cache_dir: Path | str, gpu_tag: str) -> SearchCache:
-        """Load the cache in ``cache_dir`` (empty when absent, unreadable or another tag's)."""
-        path = Path(cache_dir) / CACHE_FILE
+    def open(cls, cache_dir: Path | str, gpu_tag: str, name: str = CACHE_FILE) -> SearchCache:
+        """Load the cache file ``name`` in ``cache_dir`` (empty when absent, unreadable or
+        another tag's)."""
+        path = Path(cache_dir) / name
         return cls(path=path, gpu_tag=gpu_tag, entries=_read(path, gpu_tag))
 
     def get(self, key: str) -> dict | None:
@@ -54,7 +55,11 @@ class SearchCache:
 
     def put(self, key: str, entry: dict) -> None:
         """Store ``entry`` and write the file, merging entries other workers wrote meanwhile."""
-        self.entries = {**_read(self.path, self.gpu_tag), **self.entries, key: entry}
+        self.update({key: entry})
+
+    def update(self, entries: dict[str, dict]) -> None:
+        """Store several entries with one write (see :meth:`put`)."""
+        self.entries = {**_read(self.path, self.gpu_tag), **self.entries, **entries}
         self.path.parent.mkdir(parents=True, exist_ok=True)
         doc = {"schema": SCHEMA_VERSION, "gpu_tag": self.gpu_tag, "entries": self.entries}
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".gemm_search.", suffix=".tmp")

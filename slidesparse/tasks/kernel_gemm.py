@@ -169,7 +169,16 @@ def run_gemm(ctx: TaskContext, *, spec, backend, dtype, out_dtype, pattern, M, N
     w_values, w = _weight(ctx, backend, spec.name, dtype, out_dtype, pattern, N, K, seed)
     x_values = _activation(ctx, dtype, M, K, seed)
     inp = backend.prepare_input(x_values, w)
-    candidates = backend.candidates(w, inp)
+    candidates, left_out = backend.vet_candidates(
+        w, inp, backend.candidates(w, inp), cache_dir=ctx.cache_dir, gpu_tag=ctx.gpu_tag
+    )
+    if not candidates:
+        first = next(iter(left_out.items()), ("", {}))
+        raise RuntimeError(
+            f"every {spec.name} configuration failed its crash-isolated check on this GPU "
+            f"({len(left_out)} left out; e.g. {first[0]}: {first[1].get('status')} "
+            f"{first[1].get('detail')})"
+        )
 
     def trial(config: dict) -> timing.Timing:
         call = backend.make_call(w, inp, config)
@@ -192,6 +201,7 @@ def run_gemm(ctx: TaskContext, *, spec, backend, dtype, out_dtype, pattern, M, N
             "n_tried": found.n_tried,
             "n_rejected": found.n_rejected,
             "search_s": round(found.search_s, 3),
+            "left_out": len(left_out),
         }
     else:
         config, search_info = candidates[0], None
