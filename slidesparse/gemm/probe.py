@@ -132,6 +132,7 @@ def probe_groups(
 
 
 VET_FILE = "cusparselt_vetted.json"
+_VET_CHAIN = 6
 _VET_FIELDS = ("dtype", "out", "alg_id", "split_k", "split_k_mode", "layout")
 
 
@@ -148,8 +149,9 @@ def vet(
     shape: tuple[int, int, int],
     cache_dir,
     gpu_tag: str,
-    workers: int = 8,
+    workers: int | None = None,
     child: list[str] | None = None,
+    default_layout: int = 0,
 ) -> tuple[list[dict], dict[str, dict]]:
     """The cuSPARSELt ``candidates`` that run correctly here, and those that did not.
 
@@ -159,17 +161,24 @@ def vet(
     not yet vetted on this GPU tag therefore runs once, crash-isolated (:func:`probe`), at
     ``shape`` = (M, N, K_slide); the verdicts are cached per GPU tag, keyed by
     :func:`vet_key`, so each configuration is vetted once per machine. Returns
-    (candidates that were ``ok``, {key: verdict} of the ones left out).
+    (candidates that were ``ok``, {key: verdict} of the ones left out). Candidates without a
+    ``layout`` are run in ``default_layout`` (3 is torch._cslt_sparse_mm's description).
+    The probe runs at most M=512 and N=4096 of ``shape``: a configuration names a kernel,
+    whose faults do not depend on the grid, and a dozen children at full size could exhaust
+    the memory the worker needs.
     """
+    import os
+
     from slidesparse.gemm.search import SearchCache
 
     cache = SearchCache.open(cache_dir, gpu_tag, name=VET_FILE)
-    M, N, Ks = shape
+    M, N, Ks = min(shape[0], 512), min(shape[1], 4096), shape[2]
+    workers = workers or min(16, os.cpu_count() or 1)
 
     def as_probe(c: dict) -> dict:
         return config(dtype, M, N, Ks, out=out, alg_id=c.get("alg_id", 0),
                       split_k=c.get("split_k", 1), split_k_mode=c.get("split_k_mode", -1),
-                      layout=c.get("layout", 0))  # fmt: skip
+                      layout=c.get("layout", default_layout))  # fmt: skip
 
     todo = {}
     for c in candidates:
@@ -177,11 +186,13 @@ def vet(
         if cache.get(vet_key(pc)) is None:
             todo.setdefault(vet_key(pc), pc)
     if todo:
-        # One chain per layout and split: a crash costs only its own chain a new child.
-        chains: dict[tuple, list[dict]] = {}
+        # Short chains of neighbouring configurations (one layout and split): a crash costs a
+        # new child in its own chain only, and bad alg ids come in runs.
+        by: dict[tuple, list[dict]] = {}
         for pc in todo.values():
-            chains.setdefault((pc["layout"], pc["split_k"], pc["split_k_mode"]), []).append(pc)
-        results = probe_groups(list(chains.values()), workers=workers, child=child)
+            by.setdefault((pc["layout"], pc["split_k"], pc["split_k_mode"]), []).append(pc)
+        chains = [g[i : i + _VET_CHAIN] for g in by.values() for i in range(0, len(g), _VET_CHAIN)]
+        results = probe_groups(chains, workers=workers, child=child)
         cache.update({
             vet_key(r): {"status": r["status"], "detail": r.get("detail"),
                          "shape": f"{M}x{N}x{Ks}"}

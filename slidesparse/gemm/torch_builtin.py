@@ -163,6 +163,18 @@ class TorchCslt(GemmBackend):
         # between cuSPARSELt versions: leave the mode to the library.
         return cslt_candidates(max_alg, inp.shape[0], weight.N, cc, modes=False)
 
+    def vet_candidates(self, weight, inp, candidates, *, cache_dir, gpu_tag):
+        # torch hands cuSPARSELt the operand description csrc calls layout 3, so the csrc probe
+        # runs exactly these plans; without the extension the probe cannot start and every
+        # candidate is trusted, as before.
+        if self.device != "cuda":
+            return candidates, {}
+        from slidesparse.gemm import probe
+
+        shape = (inp.shape[0], weight.N, weight.K_slide)
+        return probe.vet(candidates, dtype=weight.dtype, out=weight.out_dtype, shape=shape,
+                         cache_dir=cache_dir, gpu_tag=gpu_tag, default_layout=3)  # fmt: skip
+
     def make_call(self, weight: PreparedWeight, inp, config: dict):
         import torch
 
