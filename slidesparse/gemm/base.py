@@ -58,6 +58,11 @@ class GemmBackend:
         """
         return candidates, {}
 
+    def reference(self, weight: PreparedWeight, inp: Any, rows) -> tuple[Any, Any] | None:
+        """(reference, |reference| bound) for ``rows`` when this backend computes on values
+        other than the operands it was given (block-scaled FP4); None: the task's own."""
+        return None
+
     def make_call(self, weight: PreparedWeight, inp: Any, config: dict) -> Callable[[], Any]:
         """A no-argument closure computing ``Y[M, N]`` with ``config``."""
         raise NotImplementedError

@@ -25,9 +25,6 @@ _REL_TOL = 2.0**-6
 _OUT = {"int8": "int32", "fp8": "bf16", "fp16": "fp16", "bf16": "bf16"}
 _REPEATS = 3
 _NO_CHILD = "child: "  # detail prefix of configurations whose child died before starting
-# CUDA errors after which the context is unusable (only a new process recovers).
-_STICKY = ("illegal instruction", "illegal memory access", "unspecified launch failure",
-           "misaligned address", "an illegal address")  # fmt: skip
 
 
 def config(
@@ -94,7 +91,7 @@ def probe(
         if proc.returncode == 0 and begun is None:
             break
         if begun is None and last_end is not None:
-            # The child left after a sticky CUDA error (see _STICKY): go on in a fresh one.
+            # The child left after a sticky CUDA error (faults.is_sticky): go on in a fresh one.
             start = last_end + 1
             continue
         if begun is None:  # died before announcing anything: nothing more can be learnt
@@ -215,7 +212,7 @@ def vet(
 def _run_child(configs: list[dict]) -> None:
     import torch
 
-    from slidesparse import ops, sparsity
+    from slidesparse import faults, ops, sparsity
     from slidesparse.gemm.operands import torch_dtype
 
     ops.ensure_loaded()
@@ -247,7 +244,7 @@ def _run_child(configs: list[dict]) -> None:
         except RuntimeError as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             ev = {"end": i, "status": "error", "detail": first[:300]}
-            if any(s in str(exc).lower() for s in _STICKY):
+            if faults.is_sticky(str(exc)):
                 # The CUDA context is dead: every later configuration in this process would
                 # fail for this one's sake.
                 ev["status"] = "cuda_error"
