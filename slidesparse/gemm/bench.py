@@ -204,7 +204,7 @@ def searched_call(ctx, backend: str, dtype: str, pattern, N: int, K: int, M: int
     from slidesparse import gemm
     from slidesparse.gemm import operands
     from slidesparse.gemm.search import cache_key
-    from slidesparse.tasks.kernel_gemm import _search_cache
+    from slidesparse.tasks.kernel_gemm import search_cache
 
     out_dtype = gemm.DEFAULT_OUT_DTYPE[dtype]
     w_values = operands.pruned_weight(N, K, dtype, pattern, seed=seed, device=ctx.device)
@@ -213,7 +213,7 @@ def searched_call(ctx, backend: str, dtype: str, pattern, N: int, K: int, M: int
     w = be.prepare_weight(w_values, pattern, dtype, out_dtype)
     del w_values
     inp = be.prepare_input(x_values, w)
-    hit = _search_cache(ctx).get(cache_key(backend, dtype, out_dtype, pattern.name, N, K, M))
+    hit = search_cache(ctx).get(cache_key(backend, dtype, out_dtype, pattern.name, N, K, M))
     config = hit["config"] if hit else be.candidates(w, inp)[0]
     return be.make_call(w, inp, config), be.describe(w, config)
 

@@ -256,9 +256,7 @@ class CusparseLt(GemmBackend):
             return candidates, {}
         from slidesparse.gemm import probe
 
-        shape = (inp.shape[0], weight.N, weight.K_slide)
-        return probe.vet(candidates, dtype=weight.dtype, out=weight.out_dtype, shape=shape,
-                         cache_dir=cache_dir, gpu_tag=gpu_tag)  # fmt: skip
+        return probe.vet_prepared(weight, inp, candidates, cache_dir=cache_dir, gpu_tag=gpu_tag)
 
     def make_call(self, weight: PreparedWeight, inp, config: dict):
         from slidesparse import ops

@@ -209,6 +209,15 @@ def vet(
     return kept, left_out
 
 
+def vet_prepared(
+    weight, inp, candidates: list[dict], *, cache_dir, gpu_tag: str, default_layout: int = 0
+) -> tuple[list[dict], dict[str, dict]]:
+    """:func:`vet` for a backend's prepared ``weight`` and lifted input ``inp[M, K_slide]``."""
+    return vet(candidates, dtype=weight.dtype, out=weight.out_dtype,
+               shape=(inp.shape[0], weight.N, weight.K_slide), cache_dir=cache_dir,
+               gpu_tag=gpu_tag, default_layout=default_layout)  # fmt: skip
+
+
 def _run_child(configs: list[dict]) -> None:
     import torch
 

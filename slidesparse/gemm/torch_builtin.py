@@ -171,9 +171,8 @@ class TorchCslt(GemmBackend):
             return candidates, {}
         from slidesparse.gemm import probe
 
-        shape = (inp.shape[0], weight.N, weight.K_slide)
-        return probe.vet(candidates, dtype=weight.dtype, out=weight.out_dtype, shape=shape,
-                         cache_dir=cache_dir, gpu_tag=gpu_tag, default_layout=3)  # fmt: skip
+        return probe.vet_prepared(weight, inp, candidates, cache_dir=cache_dir,
+                                  gpu_tag=gpu_tag, default_layout=3)  # fmt: skip
 
     def make_call(self, weight: PreparedWeight, inp, config: dict):
         import torch

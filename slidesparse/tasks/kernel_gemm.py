@@ -156,7 +156,8 @@ def _activation(ctx, dtype, M, K, seed):
     return cache[key]
 
 
-def _search_cache(ctx) -> SearchCache:
+def search_cache(ctx) -> SearchCache:
+    """The GPU tag's searched-algorithm cache, opened once per worker context."""
     c = ctx.memo.get("kernel-gemm.search-cache")
     if c is None:
         c = ctx.memo["kernel-gemm.search-cache"] = SearchCache.open(ctx.cache_dir, ctx.gpu_tag)
@@ -193,7 +194,7 @@ def run_gemm(ctx: TaskContext, *, spec, backend, dtype, out_dtype, pattern, M, N
 
     if len(candidates) > 1:
         key = cache_key(spec.name, dtype, out_dtype, pattern.name, N, K, M)
-        found = search(candidates, trial, cache=_search_cache(ctx), key=key, quick=quick,
+        found = search(candidates, trial, cache=search_cache(ctx), key=key, quick=quick,
                        rounds=_SEARCH_ROUNDS[device])  # fmt: skip
         config = found.config
         search_info = {
