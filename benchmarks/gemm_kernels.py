@@ -50,7 +50,8 @@ def versions() -> dict:
 
 
 def build_extension() -> dict:
-    from slidesparse import extension, ops
+    from slidesparse.native import extension
+    from slidesparse.native import ops
 
     t0 = time.perf_counter()
     try:
@@ -142,9 +143,9 @@ def fp8_diag(model: str, M: int) -> None:
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    from slidesparse import ops
+    from slidesparse.native import ops
     from slidesparse.gemm import timing
-    from slidesparse.models import get_model
+    from slidesparse.core.models import get_model
 
     f8, bf = torch.float8_e4m3fn, torch.bfloat16
     one = torch.ones((), device="cuda")
@@ -230,8 +231,8 @@ def paired_checks(ctx, model: str, dtypes, M: int, patterns, rounds: int = 8) ->
     the comparison the PASS/FAIL lines report.
     """
     from slidesparse.gemm import timing
-    from slidesparse.models import get_model
-    from slidesparse.sparsity import parse_pattern
+    from slidesparse.core.models import get_model
+    from slidesparse.core.sparsity import parse_pattern
 
     lines = []
     for dtype in dtypes:

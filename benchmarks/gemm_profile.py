@@ -142,8 +142,8 @@ def main() -> int:
 
     import torch
 
-    from slidesparse.models import get_model
-    from slidesparse.sparsity import ideal_speedup, parse_pattern
+    from slidesparse.core.models import get_model
+    from slidesparse.core.sparsity import ideal_speedup, parse_pattern
 
     ctx = lib.bench_context(Path(args.cache))
     dtypes = [d for d in args.dtypes.split(",") if d]

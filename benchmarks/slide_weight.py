@@ -11,7 +11,7 @@ import time
 
 import torch
 
-from slidesparse.sparsity import parse_patterns, prune, slide_weight
+from slidesparse.core.sparsity import parse_patterns, prune, slide_weight
 
 
 def main() -> None:

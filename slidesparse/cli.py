@@ -14,7 +14,7 @@ import warnings
 import click
 
 from slidesparse import __version__
-from slidesparse.errors import StoreWarning, UserError
+from slidesparse.core.errors import StoreWarning, UserError
 
 # Modules under slidesparse/commands that contribute commands, in --help order.
 _COMMAND_MODULES = (

@@ -14,7 +14,7 @@ def env_command(as_json: bool) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from slidesparse.hardware import detect_machine
+    from slidesparse.core.hardware import detect_machine
 
     record = detect_machine()
     data = record.to_dict()

@@ -8,7 +8,7 @@ import time
 import click
 
 from slidesparse.commands.groups import bench
-from slidesparse.errors import UserError
+from slidesparse.core.errors import UserError
 
 
 def _csv(text: str) -> list[str]:
@@ -43,8 +43,8 @@ def bench_gemm(model, square, dtypes, Ms, sparsity, dense_backends, sparse_backe
     from pathlib import Path
 
     from slidesparse import gemm
+    from slidesparse.core.sparsity import parse_pattern
     from slidesparse.gemm import bench as lib
-    from slidesparse.sparsity import parse_pattern
 
     if bool(model) == bool(square):
         raise UserError("give exactly one of --model NAME or --square")
@@ -92,7 +92,7 @@ def build_kernels(arch, out_dir, verbose) -> None:
     """Compile the csrc extension ahead of time (the Docker images run this)."""
     from pathlib import Path
 
-    from slidesparse import extension
+    from slidesparse.native import extension
 
     config = extension.BuildConfig.detect(build_dir=Path(out_dir) if out_dir else None,
                                           arch_list=arch)  # fmt: skip

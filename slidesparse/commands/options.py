@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from slidesparse.errors import UserError
+from slidesparse.core.errors import UserError
 
 
 class SparsityList(click.ParamType):
@@ -15,7 +15,7 @@ class SparsityList(click.ParamType):
     def convert(self, value, param, ctx):
         if isinstance(value, list):
             return value
-        from slidesparse.sparsity import parse_patterns
+        from slidesparse.core.sparsity import parse_patterns
 
         try:
             return parse_patterns(value)

@@ -15,7 +15,7 @@ def patterns_command(k: int | None, sparsity) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from slidesparse.sparsity import describe
+    from slidesparse.core.sparsity import describe
 
     table = Table(title="SlideSparse patterns" + (f" at K={k}" if k else ""))
     for col in ("pattern", "paper", "non-zeros", "expansion", "ideal speedup"):

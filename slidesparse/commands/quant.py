@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from slidesparse.commands.groups import bench, tune
-from slidesparse.errors import UserError
+from slidesparse.core.errors import UserError
 
 _TARGET_M = "16384,65536"
 _TARGET_K = "3584,18944"
@@ -30,7 +30,7 @@ def _names(text: str) -> tuple[str, ...]:
 
 def _cache_dir(results: str) -> Path:
     from slidesparse.kernels import tuning
-    from slidesparse.store import Store
+    from slidesparse.results.store import Store
 
     tag = tuning.current_gpu_tag()
     if tag is None:
@@ -55,10 +55,10 @@ def bench_quant(
     """Time quant_only, quant_slide and dequant_bias against this GPU's copy bandwidth."""
     from rich.console import Console
 
-    from slidesparse import sparsity as sp
+    from slidesparse.core import sparsity as sp
     from slidesparse.kernels import bench as kbench
     from slidesparse.kernels import tuning
-    from slidesparse.store import atomic_write_text
+    from slidesparse.results.store import atomic_write_text
 
     Ms, Ks = _ints(m_list, "M"), _ints(k_list, "K")
     patterns = tuple(p.name for p in sp.parse_patterns(sparsity))
@@ -90,7 +90,7 @@ def bench_quant(
 @click.option("--jobs", type=int, help="Parallel compile processes (default: CPUs, at most 16).")
 def tune_kernels(model, k_list, n_list, m_list, out_dtypes, sparsity, results, jobs) -> None:
     """Tune the quant kernels on this GPU; configs go to <results>/<gpu_tag>/cache/."""
-    from slidesparse import sparsity as sp
+    from slidesparse.core import sparsity as sp
     from slidesparse.kernels import autotune, bench, tuning
 
     if model:

@@ -18,7 +18,7 @@ import click
 @click.option("--no-plots", is_flag=True, help="Skip the PNG figures.")
 def report_cmd(results: Path, gpus: tuple[str, ...], lang: str, out: Path | None, no_plots: bool):
     """Write markdown reports (per GPU, and cross-GPU with several tags) from RESULTS."""
-    from slidesparse.report import build_reports
+    from slidesparse.report.build import build_reports
 
     paths = build_reports(
         results,
@@ -36,7 +36,7 @@ def report_cmd(results: Path, gpus: tuple[str, ...], lang: str, out: Path | None
 @click.option("-o", "--out", required=True, type=click.Path(path_type=Path), help="Output store.")
 def merge_cmd(inputs: tuple[Path, ...], out: Path):
     """Merge result stores INPUTS into OUT (union per GPU tag; inputs are never modified)."""
-    from slidesparse.merge import merge_stores
+    from slidesparse.results.merge import merge_stores
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -61,8 +61,8 @@ def merge_cmd(inputs: tuple[Path, ...], out: Path):
 )
 def import_legacy_cmd(path: Path, results: Path):
     """Import the original research scripts' result folders under PATH into a store."""
-    from slidesparse.legacy import import_legacy
-    from slidesparse.store import Store
+    from slidesparse.results.legacy import import_legacy
+    from slidesparse.results.store import Store
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -1,4 +1,4 @@
-"""``run-matrix``, ``plan`` and ``results``: thin wrappers over :mod:`slidesparse.runner`."""
+"""``run-matrix``, ``plan`` and ``results``: thin wrappers over :mod:`slidesparse.run.runner`."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from pathlib import Path
 
 import click
 
-from slidesparse.errors import UserError
-from slidesparse.matrix import parse_shard, preset_names
-from slidesparse.progress import fmt_seconds
+from slidesparse.core.errors import UserError
+from slidesparse.run.matrix import parse_shard, preset_names
+from slidesparse.run.progress import fmt_seconds
 
 _STATES = ("run", "skip", "done", "failed", "skipped")
 
@@ -69,7 +69,7 @@ def _matrix_options(fn):
 
 
 def _options(**kw):
-    from slidesparse.runner import RunOptions
+    from slidesparse.run.runner import RunOptions
 
     shard = kw.pop("shard")
     return RunOptions(
@@ -114,7 +114,7 @@ def _print_plan(plan, n_workers: int) -> None:
 @_matrix_options
 def plan_cmd(**kw) -> None:
     """Count the cells of a matrix by task and state, with an estimated time."""
-    from slidesparse.runner import make_plan, worker_slots
+    from slidesparse.run.runner import make_plan, worker_slots
 
     preset = _preset(kw)
     options = _options(**kw)
@@ -149,7 +149,7 @@ def _preset(kw) -> str:
 )
 def run_matrix_cmd(dry_run: bool, **kw) -> int:
     """Run a matrix preset: isolated workers per GPU, resumable, every cell recorded."""
-    from slidesparse.runner import make_plan, run_plan, worker_slots
+    from slidesparse.run.runner import make_plan, run_plan, worker_slots
 
     preset = _preset(kw)
     options = _options(**kw)
@@ -189,7 +189,7 @@ def run_matrix_cmd(dry_run: bool, **kw) -> int:
 @_results_option
 def results_cmd(directory: Path | None, results: Path) -> None:
     """Summarize a results directory: per GPU tag, cells by task and status."""
-    from slidesparse.store import Store, StoreWarning, summarize
+    from slidesparse.results.store import Store, StoreWarning, summarize
 
     store = Store(directory or results)
     if not store.root.is_dir():

@@ -34,8 +34,8 @@ def verify_command(model: str, device: str, sparsity, m: int, seed: int) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from slidesparse.models import resolve_model
-    from slidesparse.verify import verify_model
+    from slidesparse.core.models import resolve_model
+    from slidesparse.core.verify import verify_model
 
     spec = resolve_model(model)
     table = Table(title=f"verify {spec.name} on {device} (M={m}, seed={seed})")

@@ -18,14 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from slidesparse.errors import Unsupported, UserError
-
-# Operand dtypes, spelled as in slidesparse.hardware.
-DTYPES = ("fp16", "bf16", "int8", "fp8", "fp4")
-
-# What the raw GEMM writes per operand dtype: INT8 accumulates and writes INT32 (exact);
-# FP8 writes BF16 (its only fast cuBLASLt output besides FP32); FP4 writes BF16.
-DEFAULT_OUT_DTYPE = {"fp16": "fp16", "bf16": "bf16", "int8": "int32", "fp8": "bf16", "fp4": "bf16"}
+from slidesparse.core.dtypes import DTYPES
+from slidesparse.core.errors import Unsupported, UserError
 
 # Where each backend class lives.
 _BACKEND_MODULES = {
@@ -45,7 +39,7 @@ class BackendSpec:
     sparse: bool | None  # slid 2:4 weights (True), the dense weight (False), both (None)
     baseline: bool  # the dense reference other backends are compared with
     needs_cuda: bool
-    needs_extension: bool  # needs the csrc extension (slidesparse.extension)
+    needs_extension: bool  # needs the csrc extension (slidesparse.native.extension)
     dtypes: tuple[str, ...]
     min_cc: tuple[int, int] | None  # None: any device this backend runs on
     cls: type
@@ -122,7 +116,7 @@ def unsupported_reason(
 ) -> str | None:
     """Why ``spec`` cannot run ``dtype`` here, or None when it can.
 
-    ``dtype_ok_on_cc(dtype, sparse)`` answers for the GPU (slidesparse.hardware's
+    ``dtype_ok_on_cc(dtype, sparse)`` answers for the GPU (slidesparse.core.hardware's
     ``Capabilities.supports``); ``extension_error`` is the csrc build/load failure, if any.
     """
     if dtype not in spec.dtypes:

@@ -22,7 +22,7 @@ class PreparedWeight:
     K_slide: int  # == K for dense backends
     dtype: str
     out_dtype: str
-    pattern: Any  # slidesparse.sparsity.Pattern
+    pattern: Any  # slidesparse.core.sparsity.Pattern
     data: Any  # backend-specific: a cast tensor, a compressed buffer, ...
     extra: dict = field(default_factory=dict)
 

@@ -13,9 +13,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from slidesparse.errors import Unsupported
-
-SUSPECT_MARGIN = 1.03
+from slidesparse.core import metrics
+from slidesparse.core.errors import Unsupported
 
 # Published H100 PCIe model-total speedups (SLIDESPARSE.md §11): (setting) -> {pattern: x}.
 PUBLISHED = {
@@ -98,8 +97,6 @@ def speedup_table(rows: list[dict], peaks: dict[str, float] | None = None) -> li
     strongest baseline measured in the same run. The sparse latency is the fastest correct
     sparse backend's. ``peaks`` maps dtype -> dense peak TOPS for the "% of peak" column.
     """
-    from slidesparse.sparsity import ideal_speedup
-
     ok = [r for r in _ok(rows) if r.get("correct", True)]
     dense: dict[tuple, dict] = {}
     sparse: dict[tuple, dict] = {}
@@ -120,17 +117,17 @@ def speedup_table(rows: list[dict], peaks: dict[str, float] | None = None) -> li
             "pattern": pattern,
             "sparse_us": r["latency_us"],
             "sparse_backend": r["backend"],
-            "ideal": ideal_speedup(pattern),
+            "ideal": metrics.ideal(pattern),
             "tops": r.get("tops"),
         }
         if d is not None:
-            sp = d["latency_us"] / r["latency_us"]
+            sp = metrics.speedup(d["latency_us"], r["latency_us"])
             line |= {
                 "dense_us": d["latency_us"],
                 "dense_backend": d["backend"],
                 "speedup": sp,
-                "pct_of_bound": 100.0 * sp / ideal_speedup(pattern),
-                "suspect": sp > ideal_speedup(pattern) * SUSPECT_MARGIN,
+                "pct_of_bound": metrics.pct_of_bound(sp, pattern),
+                "suspect": metrics.is_suspect(sp, pattern),
                 "dense_tops": d.get("tops"),
             }
             if pattern == "2_4":
@@ -141,8 +138,7 @@ def speedup_table(rows: list[dict], peaks: dict[str, float] | None = None) -> li
     for line in out:
         base = s24.get((line["dtype"], line["M"], line["layer"]))
         if base and line.get("speedup") and line["pattern"] != "2_inf":
-            # Eff_L = (S_L / S_2_4) / (0.5 · L/(L-2))
-            line["eff_vs_2_4"] = (line["speedup"] / base) / (0.5 * line["ideal"])
+            line["eff_vs_2_4"] = metrics.efficiency_vs_2_4(line["speedup"], base, line["pattern"])
     return out
 
 
@@ -202,11 +198,12 @@ def searched_call(ctx, backend: str, dtype: str, pattern, N: int, K: int, M: int
     the operands are drawn as the task draws them, so the call does the same work.
     """
     from slidesparse import gemm
+    from slidesparse.core import dtypes
     from slidesparse.gemm import operands
     from slidesparse.gemm.search import cache_key
     from slidesparse.tasks.kernel_gemm import search_cache
 
-    out_dtype = gemm.DEFAULT_OUT_DTYPE[dtype]
+    out_dtype = dtypes.DEFAULT_OUT_DTYPE[dtype]
     w_values = operands.pruned_weight(N, K, dtype, pattern, seed=seed, device=ctx.device)
     x_values = operands.random_values((M, K), dtype, seed=seed + 1, device=ctx.device)
     be = gemm.make_backend(gemm.get_spec(backend), ctx.device, pattern)
@@ -232,7 +229,7 @@ def bench_context(cache_dir: Path | None = None):
 
 def _gpu_tag(device: str) -> str:
     try:
-        from slidesparse.hardware import gpu_tag
+        from slidesparse.core.hardware import gpu_tag
 
         return gpu_tag()
     except ImportError:  # hardware.py absent: a tag good enough to key the cache

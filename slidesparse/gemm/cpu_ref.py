@@ -67,7 +67,7 @@ class CpuRefSparse(_CpuRef):
     sparse = True
 
     def prepare_weight(self, w_values, pattern, dtype, out_dtype) -> PreparedWeight:
-        from slidesparse import sparsity
+        from slidesparse.core import sparsity
 
         N, K = w_values.shape
         w = w_values.to("cpu")

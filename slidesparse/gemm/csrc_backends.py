@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from slidesparse.errors import Unsupported
+from slidesparse.core.errors import Unsupported
 from slidesparse.gemm import fp4, register_backend
 from slidesparse.gemm.base import GemmBackend, PreparedWeight
 from slidesparse.gemm.operands import lift, torch_dtype
@@ -51,7 +51,7 @@ def fp4_unsupported_reason(cc: tuple[int, int] | None, sparse: bool) -> str | No
     """Why FP4 cannot run on compute capability ``cc`` (the matrix's skip wording), or None."""
     if cc is not None and tuple(cc) >= MIN_FP4_CC:
         return None
-    from slidesparse.hardware import capabilities
+    from slidesparse.core.hardware import capabilities
 
     return capabilities(tuple(cc) if cc is not None else None).reason("fp4", sparse)
 
@@ -114,7 +114,7 @@ class CublasLt(GemmBackend):
         return fp4.reference(inp.dequantized, weight.data.dequantized, rows)
 
     def candidates(self, weight: PreparedWeight, inp) -> list[dict]:
-        from slidesparse import ops
+        from slidesparse.native import ops
 
         if weight.dtype == "fp4":
             out = torch_dtype(weight.out_dtype)
@@ -130,7 +130,7 @@ class CublasLt(GemmBackend):
         return [{**c, "separate_c": m} for m in modes for c in top]
 
     def make_call(self, weight: PreparedWeight, inp, config: dict):
-        from slidesparse import ops
+        from slidesparse.native import ops
 
         out = torch_dtype(weight.out_dtype)
         idx = int(config.get("algo_index", 0))
@@ -179,7 +179,8 @@ class CusparseLt(GemmBackend):
         check_out(_SPARSE_OUT, self.name, dtype, out_dtype)
 
     def prepare_weight(self, w_values, pattern, dtype, out_dtype) -> PreparedWeight:
-        from slidesparse import ops, sparsity
+        from slidesparse.core import sparsity
+        from slidesparse.native import ops
 
         N, K = w_values.shape
         if dtype == "fp4":
@@ -195,7 +196,7 @@ class CusparseLt(GemmBackend):
 
     def _prepare_fp4_weight(self, w_values, pattern, out_dtype) -> PreparedWeight:
         """Pair-pruned, pair-slid, block-quantized (32), compressed: paired 4:8 for E2M1."""
-        from slidesparse import ops
+        from slidesparse.native import ops
 
         _require_fp4(self.device, sparse=True)
         N, K = w_values.shape
@@ -234,7 +235,7 @@ class CusparseLt(GemmBackend):
     def candidates(self, weight: PreparedWeight, inp) -> list[dict]:
         import torch
 
-        from slidesparse import ops
+        from slidesparse.native import ops
 
         _, x, scales = self._operands(weight, inp, 0)
         cc = torch.cuda.get_device_capability(x.device)
@@ -259,7 +260,7 @@ class CusparseLt(GemmBackend):
         return probe.vet_prepared(weight, inp, candidates, cache_dir=cache_dir, gpu_tag=gpu_tag)
 
     def make_call(self, weight: PreparedWeight, inp, config: dict):
-        from slidesparse import ops
+        from slidesparse.native import ops
 
         out = torch_dtype(weight.out_dtype)
         a, s, m = config.get("alg_id", 0), config.get("split_k", 1), config.get("split_k_mode", -1)

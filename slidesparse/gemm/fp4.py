@@ -213,7 +213,7 @@ def _pairs(x: torch.Tensor) -> torch.Tensor:
 
 def pair_k_slide(K: int, pattern) -> int:
     """Slid K (in values) when the pattern is applied to pairs: 2·k_slide(ceil(K/2))."""
-    from slidesparse import sparsity
+    from slidesparse.core import sparsity
 
     return 2 * sparsity.k_slide(-(-K // 2), pattern)
 
@@ -224,7 +224,7 @@ def prune_pairs(w: torch.Tensor, pattern) -> torch.Tensor:
     A pair's magnitude is the larger |value|; the two weakest pairs of each group go (pairs
     already zero count). Dense and 2_inf return ``w`` unchanged.
     """
-    from slidesparse import sparsity
+    from slidesparse.core import sparsity
 
     p = sparsity.parse_pattern(pattern)
     if p.L is None:
@@ -250,7 +250,7 @@ def slide_pairs(w: torch.Tensor, pattern) -> torch.Tensor:
     """
     import torch
 
-    from slidesparse import sparsity
+    from slidesparse.core import sparsity
 
     N = w.shape[0]
     pairs = _pairs(w)  # [N, U, 2]
@@ -269,7 +269,7 @@ def lift_pairs(x: torch.Tensor, pattern) -> torch.Tensor:
     """Activation ``x[M, K]`` lifted on pair units to [M, pair_k_slide(K)]."""
     import torch
 
-    from slidesparse import sparsity
+    from slidesparse.core import sparsity
 
     M = x.shape[0]
     pairs = _pairs(x)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from slidesparse.core.dtypes import torch_dtype
+
 if TYPE_CHECKING:
     import torch
 
@@ -25,23 +27,6 @@ _RTOL = {"int32": 0.0, "fp32": 1e-5, "fp16": 2.0**-9, "bf16": 2.0**-7}
 # H200), so FP8 is judged against 2^-10 of sum|x·w|. A wrong index or layout errs by O(|y|),
 # which stays far outside this.
 ACC_EPS = {"int8": 0.0, "fp16": 2.0**-20, "bf16": 2.0**-20, "fp8": 2.0**-10, "fp4": 2.0**-10}
-
-
-def torch_dtype(name: str) -> torch.dtype:
-    """The torch dtype an operand or output dtype name is stored as."""
-    import torch
-
-    table = {
-        "fp16": torch.float16,
-        "bf16": torch.bfloat16,
-        "int8": torch.int8,
-        "fp8": torch.float8_e4m3fn,
-        "int32": torch.int32,
-        "fp32": torch.float32,
-    }
-    if name not in table:
-        raise KeyError(f"no torch storage dtype for {name!r}")
-    return table[name]
 
 
 def compact_dtype(dtype: str) -> torch.dtype:
@@ -81,7 +66,7 @@ def pruned_weight(N: int, K: int, dtype: str, pattern, *, seed: int, device: str
     ``dense`` and ``2_inf`` keep every value: 2_inf is the dense weight run through the
     slide path (SLIDESPARSE.md §2).
     """
-    from slidesparse import sparsity
+    from slidesparse.core import sparsity
 
     w = random_values((N, K), dtype, seed=seed, device=device)
     if pattern.is_dense or pattern.is_inf:
@@ -91,7 +76,7 @@ def pruned_weight(N: int, K: int, dtype: str, pattern, *, seed: int, device: str
 
 def lift(x, pattern, K_slide: int | None = None):
     """Activation ``x[M, K]`` lifted to ``[M, K_slide]`` on x's device (one gather)."""
-    from slidesparse import sparsity
+    from slidesparse.core import sparsity
 
     out = sparsity.lift_activation(x, pattern)
     if K_slide is not None and out.shape[-1] != K_slide:

@@ -221,8 +221,9 @@ def vet_prepared(
 def _run_child(configs: list[dict]) -> None:
     import torch
 
-    from slidesparse import faults, ops, sparsity
+    from slidesparse.core import faults, sparsity
     from slidesparse.gemm.operands import torch_dtype
+    from slidesparse.native import ops
 
     ops.ensure_loaded()
     compressed: dict[tuple, tuple] = {}

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from slidesparse.gemm.timing import Timing
+from slidesparse.core.timing import Timing
 
 SCHEMA_VERSION = 1
 CACHE_FILE = "gemm_search.json"

@@ -13,7 +13,7 @@ transposed view, the layout cuSPARSELt accepts for every dtype (``transpose_resu
 
 from __future__ import annotations
 
-from slidesparse.errors import Unsupported
+from slidesparse.core.errors import Unsupported
 from slidesparse.gemm import register_backend
 from slidesparse.gemm.base import GemmBackend, PreparedWeight
 from slidesparse.gemm.operands import lift, torch_dtype
@@ -136,7 +136,7 @@ class TorchCslt(GemmBackend):
     def prepare_weight(self, w_values, pattern, dtype, out_dtype) -> PreparedWeight:
         import torch
 
-        from slidesparse import sparsity
+        from slidesparse.core import sparsity
 
         if not torch.backends.cusparselt.is_available():
             raise Unsupported("this torch build has no cuSPARSELt")

@@ -13,8 +13,8 @@ import os
 from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime
 
-from slidesparse import sparsity
-from slidesparse.errors import UserError
+from slidesparse.core import sparsity
+from slidesparse.core.errors import UserError
 from slidesparse.kernels import tuning
 from slidesparse.kernels.bench import (
     Case,
@@ -53,7 +53,7 @@ def cases_for(
 
 def model_sizes(model: str) -> tuple[list[int], list[int]]:
     """The distinct K (quant kernels) and N (dequant_bias) of a model's four linear layers."""
-    from slidesparse.models import get_model
+    from slidesparse.core.models import get_model
 
     layers = get_model(model).layers.values()
     return sorted({k for _, k in layers}), sorted({n for n, _ in layers})

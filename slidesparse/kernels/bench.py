@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from slidesparse import sparsity
-from slidesparse.errors import Unsupported, UserError
+from slidesparse.core import sparsity
+from slidesparse.core.errors import Unsupported, UserError
 from slidesparse.kernels import numerics
 
 KERNELS = ("quant_only", "quant_slide", "dequant_bias")
@@ -129,7 +129,7 @@ def time_fn(fn, *, warmup_ms: int = 25, rep_ms: int = 100) -> dict:
     """Time ``fn`` on the current CUDA device: the store's latency columns (µs)."""
     from triton.testing import do_bench
 
-    from slidesparse.gemm.timing import Timing, summarize
+    from slidesparse.core.timing import Timing, summarize
 
     times_ms = do_bench(fn, warmup=warmup_ms, rep=rep_ms, return_mode="all")
     if not isinstance(times_ms, list):  # a single sample comes back as a float
@@ -210,7 +210,7 @@ def bench_case_interpreted(case: Case, *, repeats: int = 3) -> dict:
     interpreter runs numpy ops per tile, so its time shows the code path works, not how fast
     the kernel is. Uses the default config (tuned tables describe GPUs).
     """
-    from slidesparse.gemm.timing import summarize, time_cpu
+    from slidesparse.core.timing import summarize, time_cpu
     from slidesparse.kernels import tuning
 
     if not numerics.interpreting():

@@ -12,7 +12,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from slidesparse.errors import UserError
+from slidesparse.core.errors import UserError
 from slidesparse.kernels import numerics, tuning
 from slidesparse.kernels.rounding import rne_bf16
 

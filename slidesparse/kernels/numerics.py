@@ -23,7 +23,10 @@ rounded separately (no fused multiply-add), then rounded to nearest even into bf
 
 from __future__ import annotations
 
-from slidesparse.errors import UserError
+from slidesparse.core.dtypes import dtype_name, torch_dtype
+from slidesparse.core.errors import UserError
+
+__all__ = ["dtype_name", "torch_dtype"]  # re-exported: the kernels' one import for dtypes
 
 # Quantized value range per output dtype.
 QMAX = {"int8": 127.0, "fp8": 448.0}
@@ -41,40 +44,10 @@ QUANT_DTYPES = ("int8", "fp8")
 ACC_DTYPES = ("int32", "bf16", "fp32")
 OUT_DTYPES = ("bf16", "fp16")
 
-_TORCH_NAMES = {
-    "bf16": "bfloat16",
-    "fp16": "float16",
-    "fp32": "float32",
-    "int8": "int8",
-    "fp8": "float8_e4m3fn",
-    "int32": "int32",
-}
-
 
 def ceil_to(n: int, align: int) -> int:
     """``n`` rounded up to a multiple of ``align``."""
     return -(-n // align) * align
-
-
-def torch_dtype(name: str):
-    """The torch dtype of a dtype spelled the kit's way ("bf16", "fp8", ...)."""
-    import torch
-
-    if name not in _TORCH_NAMES:
-        raise UserError(f"unknown dtype {name!r}; use one of {', '.join(_TORCH_NAMES)}")
-    return getattr(torch, _TORCH_NAMES[name])
-
-
-def dtype_name(dtype) -> str:
-    """The kit's spelling of a torch dtype (or a spelling, checked)."""
-    if isinstance(dtype, str):
-        if dtype not in _TORCH_NAMES:
-            raise UserError(f"unknown dtype {dtype!r}; use one of {', '.join(_TORCH_NAMES)}")
-        return dtype
-    for name, attr in _TORCH_NAMES.items():
-        if str(dtype) == f"torch.{attr}":
-            return name
-    raise UserError(f"unsupported dtype {dtype}; use one of {', '.join(_TORCH_NAMES)}")
 
 
 def check_dtype(name: str, allowed: tuple[str, ...], what: str) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from slidesparse import sparsity
+from slidesparse.core import sparsity
 from slidesparse.kernels import dequant, numerics, quant, slide
 
 
@@ -36,7 +36,7 @@ def quant_slide(
 
 
 def k_slide_symbolic(K, pattern: str):
-    """:func:`slidesparse.sparsity.k_slide` in arithmetic a dynamic-shape SymInt ``K`` survives."""
+    """:func:`slidesparse.core.sparsity.k_slide` in arithmetic a dynamic SymInt ``K`` survives."""
     p = sparsity.parse_pattern(pattern)
     if p.is_inf:
         return numerics.ceil_to(2 * numerics.ceil_to(K, 2), 32)

@@ -1,7 +1,7 @@
 """Torch reference of the three kernels: the oracle the tests compare against bit for bit.
 
 Plain torch ops on any device, following :mod:`slidesparse.kernels.numerics` step by step;
-``quant_slide`` is literally "lift with :func:`slidesparse.sparsity.lift_activation`, then
+``quant_slide`` is literally "lift with :func:`slidesparse.core.sparsity.lift_activation`, then
 quantize". Slow and memory-hungry (fp32 temporaries): for tests, not for benchmarks.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from slidesparse import sparsity
+from slidesparse.core import sparsity
 from slidesparse.kernels import numerics
 
 

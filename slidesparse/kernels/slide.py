@@ -1,7 +1,7 @@
 """``quant_slide``: per-token quantization fused with SlideSparse activation lifting.
 
 x [M, K] bf16 | fp16 | fp32  ->  q [M_pad, K_slide] int8 | fp8 e4m3,  scale [M_pad] fp32
-with K_slide = :func:`slidesparse.sparsity.k_slide` and q[m, j] = quant(x[m, in(j)]),
+with K_slide = :func:`slidesparse.core.sparsity.k_slide` and q[m, j] = quant(x[m, in(j)]),
 in(j) = g·L + 2w + lane (g = j div (2L-4), w = (j mod (2L-4)) div 4, lane = j mod 4);
 ``2_inf`` uses in(j) = 2·(j div 4) + j mod 4. Slots with in(j) >= K hold zeros. The scale
 comes from the original row (duplicated values cannot change a maximum), so q equals
@@ -18,7 +18,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from slidesparse.errors import UserError
+from slidesparse.core.errors import UserError
 from slidesparse.kernels import numerics, tuning
 from slidesparse.kernels.quant import check_activation
 from slidesparse.kernels.rounding import abs_max_bits, quantize, scale_and_inv
@@ -357,7 +357,7 @@ def quant_slide(x, pattern, out_dtype="int8", *, config: dict | None = None):
     """
     import torch
 
-    from slidesparse import sparsity
+    from slidesparse.core import sparsity
 
     p = sparsity.parse_pattern(pattern)
     if p.is_dense:

@@ -20,7 +20,7 @@ import warnings
 from datetime import UTC, datetime
 from pathlib import Path
 
-from slidesparse.errors import UserError
+from slidesparse.core.errors import UserError
 
 SCHEMA_VERSION = 1
 CACHE_FILE = "quant_kernels.json"  # name inside a per-GPU cache folder
@@ -56,7 +56,7 @@ def _is_quant(kernel: str) -> bool:
 
 def row_length(kernel: str, size: int) -> int:
     """Columns one quant program writes per row: K_pad, or K_slide for quant_slide."""
-    from slidesparse import sparsity
+    from slidesparse.core import sparsity
     from slidesparse.kernels import numerics
 
     if kernel == "quant_only":
@@ -93,7 +93,7 @@ def config_space(kernel: str, size: int) -> list[dict]:
 def _group_space(kernel: str, size: int) -> list[dict]:
     """Configs of quant_slide's group kernel (finite L): GROUPS source groups per step, whole
     row (one pass; SPLIT picks the store) or 1024..8192 source lanes per step (two passes)."""
-    from slidesparse import sparsity
+    from slidesparse.core import sparsity
 
     if not kernel.startswith("quant_slide_"):
         return []
@@ -159,7 +159,7 @@ def load_table(path: Path) -> dict:
 
 def save_entries(path: Path, gpu_tag: str, entries: dict) -> dict:
     """Merge ``entries`` (key -> record) into the table at ``path``, written atomically."""
-    from slidesparse.store import atomic_write_text
+    from slidesparse.results.store import atomic_write_text
 
     path = Path(path)
     table = load_table(path) if path.exists() else empty_table(gpu_tag)
@@ -233,7 +233,7 @@ def _device_tag(index: int) -> str:
 
     import torch
 
-    from slidesparse import hardware
+    from slidesparse.core import hardware
 
     props = torch.cuda.get_device_properties(index)
     return hardware.make_tag(

@@ -20,13 +20,16 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from slidesparse.errors import Unsupported
+from pydantic import PositiveInt
+
+from slidesparse.core.errors import Unsupported
+from slidesparse.core.process import die_with_parent
 from slidesparse.tasks import TaskContext, register_task
-from slidesparse.worker import die_with_parent
+from slidesparse.tasks.axes import Axes, ModelName, Sparsity, W8A8Dtype, axis, product
 
 # Public W8A8 checkpoints (compressed-tensors) per model and dtype (SLIDESPARSE.md §6).
 _CHECKPOINTS = {
@@ -152,13 +155,68 @@ def _run(phase: str, params: Mapping[str, Any], ctx: TaskContext) -> list[dict]:
     ]
 
 
-@register_task("e2e-prefill", default_timeout_s=3600, needs_gpu=True)
+# Backends of an end-to-end cell: dense (vLLM's CUTLASS path, cuBLASLt) or 2:4 (cuSPARSELt).
+_SPARSE_BACKEND = {"cutlass": False, "cublaslt": False, "cusparselt": True}
+
+
+class E2EAxes(Axes):
+    """e2e-prefill / e2e-decode: vLLM throughput per model, dtype, backend, pattern and M."""
+
+    model: axis(ModelName)
+    dtype: axis(W8A8Dtype)
+    backend: axis(Literal[tuple(_SPARSE_BACKEND)])  # type: ignore[valid-type]
+    sparsity: axis(Sparsity)
+    M: axis(PositiveInt)
+
+    def points(self) -> Iterator[dict[str, Any]]:
+        for p in product(
+            model=self.model,
+            dtype=self.dtype,
+            backend=self.backend,
+            sparsity=self.sparsity,
+            M=self.M,
+        ):
+            if _SPARSE_BACKEND[p["backend"]] == (p["sparsity"] != "dense"):
+                yield p
+
+
+def memory_bytes(p: Mapping[str, Any], rules) -> float:
+    """Predicted peak bytes of serving ``p["model"]``: weights, embeddings, activations, reserve."""
+    from slidesparse.core.models import get_model
+    from slidesparse.core.sparsity import expansion, parse_pattern
+
+    spec = get_model(p["model"])
+    pattern = parse_pattern(p["sparsity"])
+    # A sparse backend serves the slid checkpoint, whose linear weights grow by the
+    # expansion 2(L-2)/L; embeddings and lm_head stay dense.
+    scale = 1.0 if pattern.is_dense else expansion(pattern)
+    weights = spec.linear_params * rules.bytes_per_element[p["dtype"]] * scale
+    copies = 1 if spec.tie_word_embeddings else 2
+    embed = copies * spec.vocab_size * spec.hidden * rules.e2e.embedding_bytes
+    acts = p["M"] * spec.hidden * rules.e2e.activation_bytes_per_token_hidden
+    return weights + embed + acts + rules.e2e.reserve_bytes
+
+
+def _operand(p: Mapping[str, Any]) -> tuple[str | None, bool]:
+    return p["dtype"], p.get("sparsity") not in (None, "dense")
+
+
+_META = dict(
+    axes=E2EAxes,
+    default_timeout_s=3600,
+    needs_gpu=True,
+    operand=_operand,
+    memory_bytes=memory_bytes,
+)
+
+
+@register_task("e2e-prefill", mode="prefill", **_META)
 def run_prefill(params: Mapping[str, Any], ctx: TaskContext) -> list[dict]:
     """One end-to-end prefill throughput cell."""
     return _run("prefill", params, ctx)
 
 
-@register_task("e2e-decode", default_timeout_s=3600, needs_gpu=True)
+@register_task("e2e-decode", mode="decode", **_META)
 def run_decode(params: Mapping[str, Any], ctx: TaskContext) -> list[dict]:
     """One end-to-end decode throughput cell."""
     return _run("decode", params, ctx)

@@ -20,20 +20,25 @@ over the dense latency of the same shape (from ``ctx.memo``) beats L/(L-2) by mo
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections import OrderedDict
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Iterator, Mapping
+from typing import Any, Literal
+
+from pydantic import PositiveInt
 
 from slidesparse import gemm
-from slidesparse.errors import UserError
-from slidesparse.gemm import operands, timing
+from slidesparse.core import dtypes, metrics, timing
+from slidesparse.core.dtypes import BYTES
+from slidesparse.core.errors import UserError
+from slidesparse.core.models import LAYERS
+from slidesparse.gemm import operands
 from slidesparse.gemm.search import SearchCache, cache_key, search
 from slidesparse.tasks import TaskContext, register_task
+from slidesparse.tasks.axes import Axes, GemmDtype, ModelName, Sparsity, axis
 
-LAYERS = ("qkv", "o", "gate_up", "down")
-SUSPECT_MARGIN = 1.03  # speedup above ideal·1.03 means the dense baseline is weak
-_IN_BYTES = {"fp16": 2, "bf16": 2, "int8": 1, "fp8": 1, "fp4": 0.5}
-_OUT_BYTES = {"fp16": 2, "bf16": 2, "int32": 4, "fp32": 4}
+# Raw GEMM outputs this task can ask a backend for.
+_OUT_DTYPES = ("fp16", "bf16", "int32", "fp32")
 # Timing budgets per configuration, in µs: enough samples for a stable median, bounded so a
 # model sweep stays within minutes.
 _BUDGET = {"cpu": (300_000.0, 3, 30), "cuda": (150_000.0, 10, 100)}
@@ -73,7 +78,7 @@ def resolve_shapes(params: Mapping[str, Any]) -> list[tuple[str | None, int, int
         raise UserError(f"kernel-gemm mode {mode!r} is invalid; valid: model, square")
     if not params.get("model"):
         raise UserError("kernel-gemm model mode needs param 'model' (e.g. Qwen2.5-7B)")
-    from slidesparse.models import get_model
+    from slidesparse.core.models import get_model
 
     spec = get_model(params["model"])
     layer = params.get("layer")
@@ -99,16 +104,16 @@ def _checks(spec_name: str, device: str, cc) -> dict:
     checks: dict[str, Any] = {}
     if cc is not None:
         try:
-            from slidesparse.hardware import capabilities
+            from slidesparse.core.hardware import capabilities
         except ImportError:  # without the capability table the library call decides
             capabilities = None
         if capabilities is not None:
             checks["dtype_ok_on_cc"] = capabilities(cc).supports
     spec = gemm.get_spec(spec_name)
     if spec.needs_extension and device == "cuda" and cc is not None:
-        from slidesparse import extension
+        from slidesparse.native import ops
 
-        checks["extension_error"] = extension.load_error()
+        checks["extension_error"] = ops.load_error()
     return checks
 
 
@@ -223,8 +228,8 @@ def run_gemm(ctx: TaskContext, *, spec, backend, dtype, out_dtype, pattern, M, N
     stats = timing.summarize(t)
     lat_s = stats["latency_us"] * 1e-6
     k_eff = w.K_slide if not pattern.is_dense else K
-    w_bytes = N * k_eff * _IN_BYTES[dtype] * (0.5 if not pattern.is_dense else 1.0)
-    moved = M * k_eff * _IN_BYTES[dtype] + w_bytes + M * N * _OUT_BYTES[out_dtype]
+    w_bytes = N * k_eff * BYTES[dtype] * (0.5 if not pattern.is_dense else 1.0)
+    moved = M * k_eff * BYTES[dtype] + w_bytes + M * N * BYTES[out_dtype]
     row = {
         "dtype": dtype,
         "out_dtype": out_dtype,
@@ -252,8 +257,6 @@ def run_gemm(ctx: TaskContext, *, spec, backend, dtype, out_dtype, pattern, M, N
 
 def _mark_baseline(ctx, row: dict, pattern) -> None:
     """Record dense latencies; flag sparse rows that beat the ideal bound by > 3%."""
-    from slidesparse.sparsity import ideal_speedup
-
     dense = ctx.memo.setdefault("kernel-gemm.dense-latency", {})
     key = (ctx.device, row["dtype"], row["out_dtype"], row["M"], row["N"], row["K"])
     if pattern.is_dense:
@@ -266,10 +269,10 @@ def _mark_baseline(ctx, row: dict, pattern) -> None:
     if base is None:
         row["baseline_suspect"] = None
         return
-    speedup = base / row["latency_us"]
+    speedup = metrics.speedup(base, row["latency_us"])
     row["extra"]["speedup_vs_dense"] = speedup
     row["extra"]["dense_latency_us"] = base
-    row["baseline_suspect"] = speedup > ideal_speedup(pattern) * SUSPECT_MARGIN
+    row["baseline_suspect"] = metrics.is_suspect(speedup, pattern)
 
 
 def total_row(rows: list[dict]) -> dict:
@@ -296,17 +299,110 @@ def total_row(rows: list[dict]) -> dict:
     return total
 
 
-@register_task("kernel-gemm", default_timeout_s=900, needs_gpu=False, setup_key=_setup_key)
+# Backends a block may name, and whether each implements dense weights, slid 2:4 ones or both.
+BACKEND_KIND = {
+    "cpu-ref": "both",
+    "cublaslt": "dense",
+    "torch-builtin": "dense",
+    "cusparselt": "sparse",
+    "torch-cslt": "sparse",
+}
+
+
+def pairs(kind: str, sparsity: str) -> bool:
+    """Whether a backend of ``kind`` ("dense" | "sparse" | "both") implements ``sparsity``."""
+    return kind == "both" or (kind == "dense") == (sparsity == "dense")
+
+
+class GemmAxes(Axes):
+    """kernel-gemm: model shapes (each layer of each model) or square M=N=K."""
+
+    mode: axis(Literal["model", "square"])
+    backend: axis(Literal[tuple(BACKEND_KIND)])  # type: ignore[valid-type]
+    dtype: axis(GemmDtype)
+    sparsity: axis(Sparsity)
+    M: axis(PositiveInt)
+    model: axis(ModelName) | None = None
+    layer: axis(Literal[LAYERS]) | None = None  # type: ignore[valid-type]
+    # Square mode: N = K = each value here; absent, N = K = M (the paper's M=N=K).
+    NK: axis(PositiveInt) | None = None
+
+    def points(self) -> Iterator[dict[str, Any]]:
+        from slidesparse.core.models import get_model
+
+        for mode in self.mode:
+            if mode == "model":
+                if not self.model:
+                    raise ValueError("mode 'model' needs a 'model' axis")
+                shapes = [
+                    (m, layer, *get_model(m).layers[layer])
+                    for m in self.model
+                    for layer in (self.layer or LAYERS)
+                ]
+            else:
+                shapes = [(None, None, None, None)]
+            for (model, layer, n, k), backend, dtype, sparsity, m in itertools.product(
+                shapes, self.backend, self.dtype, self.sparsity, self.M
+            ):
+                if not pairs(BACKEND_KIND[backend], sparsity):
+                    continue
+                for nk in (self.NK or [m]) if mode == "square" else [None]:
+                    yield dict(
+                        mode=mode,
+                        model=model,
+                        layer=layer,
+                        M=m,
+                        N=n if nk is None else nk,
+                        K=k if nk is None else nk,
+                        dtype=dtype,
+                        backend=backend,
+                        sparsity=sparsity,
+                    )
+
+
+def _memory_bytes(p: Mapping[str, Any], rules) -> float:
+    """Operands, output, and for 2_L the slid copies and the compressed weight, plus reserve."""
+    from slidesparse.core.sparsity import k_slide, parse_pattern
+
+    b = rules.bytes_per_element[p["dtype"]]
+    m, n, k = p["M"], p["N"], p["K"]
+    total = (m * k + n * k) * b + m * n * rules.gemm_out_bytes[p["dtype"]]
+    pattern = parse_pattern(p["sparsity"])
+    if not pattern.is_dense:
+        ks = k_slide(k, pattern)
+        # slid activation + slid weight + compressed copy (values + metadata)
+        total += (m * ks + n * ks) * b + n * ks / 2 * b * 1.125
+    return total + rules.gemm_reserve_bytes
+
+
+def _skip_reason(p: Mapping[str, Any], has_gpu: bool) -> str | None:
+    if has_gpu and p.get("backend") == "cpu-ref":
+        # The CPU reference stands in for the GPU backends where there is none. Its timings
+        # under a GPU's tag would sit in that GPU's tables as if the GPU had produced them.
+        return "cpu-ref runs only on machines without a GPU (this one has a CUDA device)"
+    return None
+
+
+@register_task(
+    "kernel-gemm",
+    axes=GemmAxes,
+    default_timeout_s=900,
+    needs_gpu=lambda p: p.get("backend") != "cpu-ref",
+    setup_key=_setup_key,
+    operand=lambda p: (p["dtype"], p.get("sparsity") not in (None, "dense")),
+    memory_bytes=_memory_bytes,
+    skip_reason=_skip_reason,
+)
 def run(params: Mapping[str, Any], ctx: TaskContext) -> list[dict]:
     """Check and time the cell's GEMM(s); one row per layer (plus the model total)."""
-    from slidesparse.sparsity import parse_pattern
+    from slidesparse.core.sparsity import parse_pattern
 
     dtype = gemm.check_dtype(str(params.get("dtype")))
     pattern = parse_pattern(params.get("sparsity") or "dense")
-    out_dtype = params.get("out_dtype") or gemm.DEFAULT_OUT_DTYPE[dtype]
-    if out_dtype not in _OUT_BYTES:
+    out_dtype = params.get("out_dtype") or dtypes.DEFAULT_OUT_DTYPE[dtype]
+    if out_dtype not in _OUT_DTYPES:
         raise UserError(
-            f"kernel-gemm out_dtype {out_dtype!r} is invalid; valid: {list(_OUT_BYTES)}"
+            f"kernel-gemm out_dtype {out_dtype!r} is invalid; valid: {list(_OUT_DTYPES)}"
         )
     seed = int(params.get("seed") or 0)
     shapes = resolve_shapes(params)

@@ -21,11 +21,15 @@ memory bandwidth); larger cells are skipped before they reach a worker.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Iterator, Mapping
+from typing import Any, Literal
 
-from slidesparse.errors import Unsupported, UserError
+from pydantic import PositiveInt
+
+from slidesparse.core.errors import Unsupported, UserError
+from slidesparse.kernels.bench import KERNELS
 from slidesparse.tasks import TaskContext, register_task
+from slidesparse.tasks.axes import Axes, Sparsity, axis, product
 
 # The interpreter runs a kernel as numpy ops on whole tiles; 2^18 elements take seconds.
 INTERPRETER_MAX_ELEMENTS = 2**18
@@ -42,7 +46,7 @@ def _setup_key(params: Mapping[str, Any]) -> str:
 
 def case_from_params(params: Mapping[str, Any]):
     """The :class:`slidesparse.kernels.bench.Case` a cell describes (UserError if malformed)."""
-    from slidesparse.kernels.bench import KERNELS, make_case
+    from slidesparse.kernels.bench import make_case
 
     kernel = params.get("kernel")
     if kernel not in KERNELS:
@@ -77,9 +81,67 @@ def fits_interpreter(params: Mapping[str, Any]) -> bool:
     return n is not None and n <= INTERPRETER_MAX_ELEMENTS
 
 
-# needs_gpu=False: the runner's matrix decides per cell (small cells run on CPU, see
-# slidesparse.matrix.Cell.needs_gpu); this function decides again from the worker's device.
-@register_task("kernel-quant", default_timeout_s=300, needs_gpu=False, setup_key=_setup_key)
+class QuantAxes(Axes):
+    """kernel-quant: the three fused Triton kernels over M and K (N for dequant_bias)."""
+
+    kernel: axis(Literal[KERNELS])  # type: ignore[valid-type]
+    M: axis(PositiveInt)
+    K: axis(PositiveInt) | None = None  # quant_only / quant_slide
+    N: axis(PositiveInt) | None = None  # dequant_bias
+    sparsity: axis(Sparsity) = ["dense"]
+    in_dtype: axis(Literal["bf16", "fp16", "int32", "fp32"]) = ["bf16"]
+    out_dtype: axis(Literal["int8", "fp8", "bf16"]) = ["int8"]
+
+    def points(self) -> Iterator[dict[str, Any]]:
+        for kernel in self.kernel:
+            size_name = "N" if kernel == "dequant_bias" else "K"
+            sizes = getattr(self, size_name)
+            if not sizes:
+                raise ValueError(f"kernel {kernel} needs a '{size_name}' axis")
+            for p in product(
+                sparsity=self.sparsity,
+                M=self.M,
+                size=sizes,
+                in_dtype=self.in_dtype,
+                out_dtype=self.out_dtype,
+            ):
+                if (kernel == "quant_slide") == (p["sparsity"] == "dense"):
+                    continue  # only quant_slide has a sparsity
+                if kernel == "dequant_bias":
+                    ok = p["in_dtype"] in ("int32", "bf16", "fp32") and p["out_dtype"] == "bf16"
+                else:
+                    ok = p["in_dtype"] in ("bf16", "fp16") and p["out_dtype"] in ("int8", "fp8")
+                if ok:
+                    size = p.pop("size")
+                    yield {"kernel": kernel, **p, size_name: size}
+
+
+def quant_operand(params: Mapping[str, Any]) -> tuple[str | None, bool]:
+    """The quantized dtype a quant-kernel cell produces (the capability rule checks it)."""
+    out = params.get("out_dtype")
+    return (out if out in ("int8", "fp8") else None), False
+
+
+def _skip_reason(params: Mapping[str, Any], has_gpu: bool) -> str | None:
+    if not has_gpu and not fits_interpreter(params):
+        return f"no CUDA device ({INTERPRETER_TOO_LARGE})"
+    return None
+
+
+# Small cells run on CPU under the Triton interpreter; the worker decides again from its device.
+@register_task(
+    "kernel-quant",
+    axes=QuantAxes,
+    default_timeout_s=300,
+    needs_gpu=lambda p: not fits_interpreter(p),
+    setup_key=_setup_key,
+    mode="quant",
+    # Same identity as the rows the task measures, so a skip or failure and a later success
+    # of one cell share their key columns.
+    row_key=lambda p: {"dtype": p.get("in_dtype"), "backend": "triton"},
+    operand=quant_operand,
+    skip_reason=_skip_reason,
+)
 def run(params: Mapping[str, Any], ctx: TaskContext) -> list[dict]:
     """Check and time one kernel case; one result row."""
     from slidesparse.kernels import bench, tuning

@@ -16,11 +16,14 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Iterator, Mapping
+from typing import Annotated, Any, Literal
 
-from slidesparse.errors import Unsupported
+from pydantic import Field, PositiveInt
+
+from slidesparse.core.errors import Unsupported
 from slidesparse.tasks import TaskContext, register_task
+from slidesparse.tasks.axes import Axes, axis, product
 
 _CUDA_MESSAGES = {
     "cuda_illegal_instruction": "CUDA error: an illegal instruction was encountered",
@@ -29,7 +32,43 @@ _CUDA_MESSAGES = {
 }
 
 
-@register_task("noop", default_timeout_s=60, needs_gpu=False)
+ACTIONS = (
+    "ok",
+    "sleep",
+    "raise",
+    "abort",
+    "segfault",
+    "hang",
+    "spawn_hang",
+    "exit",
+    "unsupported",
+    *_CUDA_MESSAGES,
+    "stderr_illegal_address",
+)
+
+
+class NoopAxes(Axes):
+    """noop: the runner's test and overhead task; ``action`` injects faults."""
+
+    action: axis(Literal[ACTIONS]) = ["ok"]  # type: ignore[valid-type]
+    index: axis(int) | None = None
+    count: PositiveInt | None = None  # shorthand for index: [0, 1, ..., count-1]
+    sleep_s: axis(Annotated[float, Field(ge=0)]) = [0.0]
+    gpu: bool = False
+
+    def points(self) -> Iterator[dict[str, Any]]:
+        index = self.index or list(range(self.count or 1))
+        for p in product(action=self.action, index=index, sleep_s=self.sleep_s):
+            yield {**p, "gpu": self.gpu}
+
+
+@register_task(
+    "noop",
+    axes=NoopAxes,
+    default_timeout_s=60,
+    needs_gpu=lambda p: bool(p.get("gpu")),
+    mode="noop",
+)
 def run(params: Mapping[str, Any], ctx: TaskContext) -> list[dict]:
     """Behave as ``params["action"]`` says; return one row with the time spent."""
     action = params.get("action", "ok")

@@ -11,10 +11,16 @@ from collections.abc import Mapping
 from typing import Any
 
 from slidesparse.tasks import TaskContext, register_task
-from slidesparse.tasks.kernel_quant import case_from_params
+from slidesparse.tasks.kernel_quant import QuantAxes, case_from_params, quant_operand
 
 
-@register_task("tune", default_timeout_s=900, needs_gpu=True)
+class TuneAxes(QuantAxes):
+    """tune: search the fused kernels' launch configs for these cases (once per GPU)."""
+
+
+@register_task(
+    "tune", axes=TuneAxes, default_timeout_s=900, needs_gpu=True, mode="tune", operand=quant_operand
+)
 def run(params: Mapping[str, Any], ctx: TaskContext) -> list[dict]:
     """Tune the case, save the record, return one row describing it."""
     from slidesparse.kernels import autotune, tuning

@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from slidesparse import gemm
+from slidesparse.core import dtypes
+from slidesparse.core.sparsity import ALL_PATTERNS, k_slide, parse_pattern
 from slidesparse.gemm import operands
-from slidesparse.sparsity import ALL_PATTERNS, k_slide, parse_pattern
 
 
 @pytest.mark.parametrize("pattern", ALL_PATTERNS)
@@ -18,7 +19,7 @@ def test_cpu_ref_matches_dense_reference(pattern, dtype):
     backend = gemm.make_backend(gemm.get_spec("cpu-ref"), "cpu", p)
     w_values = operands.pruned_weight(N, K, dtype, p, seed=5)
     x_values = operands.random_values((M, K), dtype, seed=6)
-    out_dtype = gemm.DEFAULT_OUT_DTYPE[dtype]
+    out_dtype = dtypes.DEFAULT_OUT_DTYPE[dtype]
     w = backend.prepare_weight(w_values, p, dtype, out_dtype)
     assert w.K_slide == k_slide(K, p)
     inp = backend.prepare_input(x_values, w)

@@ -8,10 +8,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from slidesparse import gemm
-from slidesparse.errors import Unsupported
+from slidesparse.core.errors import Unsupported
+from slidesparse.core.hardware import capabilities
+from slidesparse.core.sparsity import ALL_SPARSE, check_pattern, parse_pattern
 from slidesparse.gemm import csrc_backends, fp4
-from slidesparse.hardware import capabilities
-from slidesparse.sparsity import ALL_SPARSE, check_pattern, parse_pattern
 
 GRID = fp4.E2M1_VALUES
 
@@ -284,7 +284,7 @@ def test_gpu_fp4_cells_are_correct(tmp_path, backend, pattern):
 @pytest.mark.gpu
 def test_gpu_opcheck_fp4_ops():
     _blackwell()
-    from slidesparse import ops
+    from slidesparse.native import ops
 
     ops.ensure_loaded()
     utils = ("test_autograd_registration", "test_faketensor", "test_aot_dispatch_dynamic")

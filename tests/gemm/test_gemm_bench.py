@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from slidesparse.errors import Unsupported
+from slidesparse.core.errors import Unsupported
 from slidesparse.gemm import bench
 
 

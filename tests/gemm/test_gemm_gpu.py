@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from slidesparse.sparsity import ALL_SPARSE
+from slidesparse.core.sparsity import ALL_SPARSE
 from slidesparse.tasks import TaskContext, get_task
 
 pytestmark = pytest.mark.gpu

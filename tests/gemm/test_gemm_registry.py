@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from slidesparse import gemm
-from slidesparse.errors import Unsupported, UserError
-from slidesparse.sparsity import parse_pattern
+from slidesparse.core.errors import Unsupported, UserError
+from slidesparse.core.sparsity import parse_pattern
 
 
 def test_every_backend_registers_with_metadata():
@@ -41,7 +41,7 @@ def test_dtype_not_on_this_cc_names_the_cc():
 
 
 def test_fp4_is_implemented_and_gated_by_cc():
-    from slidesparse.hardware import capabilities
+    from slidesparse.core.hardware import capabilities
 
     for name, kind in (("cublaslt", "dense"), ("cusparselt", "2:4 sparse")):
         spec = gemm.get_spec(name)

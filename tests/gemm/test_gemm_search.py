@@ -6,8 +6,8 @@ import json
 
 import pytest
 
+from slidesparse.core.timing import Timing
 from slidesparse.gemm.search import SCHEMA_VERSION, SearchCache, cache_key, search, survivors
-from slidesparse.gemm.timing import Timing
 from slidesparse.gemm.torch_builtin import SPLIT_K_MAX_OUTPUT, cslt_candidates
 
 

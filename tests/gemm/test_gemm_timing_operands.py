@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from slidesparse.gemm import operands, timing
-from slidesparse.sparsity import check_pattern, parse_pattern
+from slidesparse.core import timing
+from slidesparse.core.sparsity import check_pattern, parse_pattern
+from slidesparse.gemm import operands
 
 
 def test_summarize_gives_quantiles():

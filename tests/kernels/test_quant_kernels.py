@@ -6,8 +6,8 @@ Runs on the GPU when there is one, else in Triton's CPU interpreter (small shape
 import pytest
 import torch
 
-from slidesparse import sparsity
-from slidesparse.errors import UserError
+from slidesparse.core import sparsity
+from slidesparse.core.errors import UserError
 from slidesparse.kernels import dequant, numerics, quant, reference, slide
 from slidesparse.kernels.bench import bit_equal
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from slidesparse import sparsity
+from slidesparse.core import sparsity
 from slidesparse.kernels import ops
 
 

@@ -6,8 +6,8 @@ import warnings
 import pytest
 import torch
 
-from slidesparse import sparsity
-from slidesparse.errors import UserError
+from slidesparse.core import sparsity
+from slidesparse.core.errors import UserError
 from slidesparse.kernels import bench, reference, tuning
 
 

@@ -7,7 +7,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from slidesparse.errors import Unsupported, UserError
+from slidesparse.core import metrics
+from slidesparse.core.errors import Unsupported, UserError
 from slidesparse.gemm import operands
 from slidesparse.tasks import TaskContext, get_task
 from slidesparse.tasks import kernel_gemm as kg
@@ -25,7 +26,8 @@ def _run(ctx, **params):
 
 def test_registered_as_cpu_capable_task():
     spec = get_task("kernel-gemm")
-    assert spec.needs_gpu is False
+    assert spec.needs_gpu({"backend": "cpu-ref"}) is False
+    assert spec.needs_gpu({"backend": "cublaslt"}) is True
     a = spec.setup_key({"backend": "cpu-ref", "dtype": "int8", "sparsity": "2_8", "N": 1, "K": 2})
     b = spec.setup_key({"backend": "cpu-ref", "dtype": "int8", "sparsity": "2_8", "N": 1, "K": 2})
     assert a == b != spec.setup_key({"backend": "cpu-ref", "dtype": "fp8", "sparsity": "2_8"})
@@ -92,7 +94,7 @@ def test_sparse_row_beating_the_bound_is_suspect(ctx):
     ctx.memo["kernel-gemm.dense-latency"][key] = 1e12  # an absurdly weak dense baseline
     (row,) = _run(ctx, sparsity="2_8")
     assert row["baseline_suspect"] is True
-    assert row["extra"]["speedup_vs_dense"] > 8 / 6 * kg.SUSPECT_MARGIN
+    assert row["extra"]["speedup_vs_dense"] > 8 / 6 * metrics.SUSPECT_MARGIN
     ctx.memo["kernel-gemm.dense-latency"][key] = 1e-6
     (row,) = _run(ctx, sparsity="2_8")
     assert row["baseline_suspect"] is False
@@ -120,7 +122,7 @@ def test_total_row_sums_layers():
 
 
 def test_model_mode_runs_four_layers_plus_total(ctx, monkeypatch):
-    models = pytest.importorskip("slidesparse.models")
+    models = pytest.importorskip("slidesparse.core.models")
 
     tiny = SimpleNamespace(
         layers={"qkv": (96, 64), "o": (64, 64), "gate_up": (128, 64), "down": (64, 128)}

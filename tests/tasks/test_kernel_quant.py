@@ -8,28 +8,32 @@ import sys
 import pytest
 import torch
 
-from slidesparse.errors import Unsupported, UserError
-from slidesparse.gpu_rules import MachineView, load_rules, skip_reason
-from slidesparse.matrix import Cell, cell_id
-from slidesparse.sparsity import k_slide
+from slidesparse.core.errors import Unsupported, UserError
+from slidesparse.core.sparsity import k_slide
+from slidesparse.run.matrix import Cell, cell_id
+from slidesparse.run.rules import load_rules, skip_reason
 from slidesparse.tasks import TaskContext, get_task
 from slidesparse.tasks.kernel_quant import case_from_params, fits_interpreter
 
 
 def test_tasks_are_registered():
     # kernel-quant decides per cell (small cells run on CPU under the Triton interpreter).
-    assert not get_task("kernel-quant").needs_gpu and get_task("tune").needs_gpu
+    small = {"kernel": "quant_only", "M": 64, "K": 512}
+    big = {"kernel": "quant_only", "M": 65536, "K": 3584}
+    quant = get_task("kernel-quant")
+    assert not quant.needs_gpu(small) and quant.needs_gpu(big)
+    assert get_task("tune").needs_gpu(small)
     for name in ("kernel-quant", "tune"):
         assert get_task(name).default_timeout_s > 0
 
 
-def test_only_small_cells_run_without_a_gpu():
+def test_only_small_cells_run_without_a_gpu(machine):
     small = {"kernel": "quant_slide", "sparsity": "2_8", "M": 64, "K": 520}
     big = {"kernel": "quant_only", "M": 1024, "K": 3584}
     assert fits_interpreter(small) and not fits_interpreter(big)
     assert fits_interpreter({"kernel": "dequant_bias", "M": 64, "N": 520})
     assert not fits_interpreter({"kernel": "dequant_bias", "M": 64, "K": 520})  # N missing
-    cpu = MachineView(gpu_tag="CPU", cc=None, memory_bytes=None)
+    cpu = machine("CPU")
     cells = [Cell("kernel-quant", p, cell_id("kernel-quant", p)) for p in (small, big)]
     reasons = [skip_reason(c, cpu, load_rules()) for c in cells]
     assert reasons == [None, "no CUDA device (too large for the Triton interpreter on CPU)"]

@@ -1,0 +1,50 @@
+"""What a speedup means: its ideal bound, % of that bound, efficiency vs 2:4, the suspect flag,
+and which dense result is the baseline.
+
+Every place that turns latencies into a speedup (the kernel-gemm task, ``bench gemm``, the
+reports) uses these, so "speedup", "suspect" and "efficiency" mean one thing kit-wide
+(docs/method.md, "Speedups and bounds").
+"""
+
+from __future__ import annotations
+
+from slidesparse.core.sparsity import ideal_speedup
+
+# A speedup above ideal · SUSPECT_MARGIN breaks the L/(L-2) bound by more than timing noise:
+# the dense baseline it was measured against is weak, so the figure is flagged, not reported.
+SUSPECT_MARGIN = 1.03
+
+# Dense backends in the order a report prefers them when two are equally fast; the fastest
+# measured dense row of a (shape, dtype, M) is the baseline whatever its backend.
+DENSE_PREFERENCE = ("cutlass", "cublaslt", "torch-builtin", "cpu-ref")
+
+
+def ideal(pattern) -> float:
+    """The ideal speedup L/(L-2) of a pattern over dense (1.0 for ``2_inf``)."""
+    return ideal_speedup(pattern)
+
+
+def speedup(dense_latency: float, sparse_latency: float) -> float:
+    """Dense time over sparse time, both measured in the same run on the same GPU."""
+    return dense_latency / sparse_latency
+
+
+def pct_of_bound(value: float, pattern) -> float:
+    """A speedup as a percentage of its ideal bound."""
+    return 100.0 * value / ideal_speedup(pattern)
+
+
+def is_suspect(value: float, pattern) -> bool:
+    """True when ``value`` exceeds the ideal bound by more than the margin (weak baseline)."""
+    return value > ideal_speedup(pattern) * SUSPECT_MARGIN
+
+
+def efficiency_vs_2_4(value: float, speedup_2_4: float, pattern) -> float:
+    """The paper's Eff_L = (S_L / S_2_4) / (0.5 · L/(L-2)): how much of 2:4's gain survives."""
+    return (value / speedup_2_4) / (0.5 * ideal_speedup(pattern))
+
+
+def fastest(rows, key: str = "latency_us"):
+    """The row with the smallest ``key`` (the strongest baseline), None if there is none."""
+    rows = [r for r in rows if r.get(key) is not None]
+    return min(rows, key=lambda r: r[key]) if rows else None

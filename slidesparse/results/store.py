@@ -1,0 +1,366 @@
+"""The results store: the only module that touches Parquet.
+
+Layout under a results root::
+
+    <root>/<gpu_tag>/machine.json            machine record (hardware.MachineRecord.to_dict())
+    <root>/<gpu_tag>/parts/<name>.parquet    result rows, one immutable part file per flush
+    <root>/<gpu_tag>/quarantine/             corrupt part files moved aside, never deleted
+    <root>/<gpu_tag>/runs/<run_id>.jsonl     the runner's event log
+    <root>/<gpu_tag>/cache/                  searched algorithms, tuned kernel configs
+
+Every part file carries ``slidesparse.schema_version`` in its Parquet metadata. Files are
+written to a temporary name and renamed, so a reader never sees half a file; rows carry a
+unique ``row_id`` so that re-reading, compacting or merging the same rows twice is harmless.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import uuid
+import warnings
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from slidesparse.core.errors import StoreWarning, UserError
+
+SCHEMA_VERSION = 1
+_VERSION_KEY = b"slidesparse.schema_version"
+
+STATUSES = ("ok", "failed", "skipped")
+ERROR_CLASSES = (
+    "cuda_illegal_instruction",
+    "cuda_illegal_address",
+    "oom",
+    "timeout",
+    "crash",
+    "unsupported",
+    "error",
+)
+
+_STR = pa.string()
+_I64 = pa.int64()
+_F64 = pa.float64()
+
+SCHEMA = pa.schema(
+    [
+        ("schema_version", pa.int32()),
+        ("row_id", _STR),
+        ("run_id", _STR),
+        ("cell_id", _STR),
+        ("gpu_tag", _STR),
+        ("source", _STR),  # "run" or "legacy"
+        ("task", _STR),
+        ("model", _STR),
+        ("layer", _STR),
+        ("mode", _STR),  # model | square | prefill | decode | quant
+        ("dtype", _STR),
+        ("out_dtype", _STR),
+        ("backend", _STR),
+        ("kernel", _STR),  # what actually ran, e.g. "cublasLtMatmul" or "torch._scaled_mm"
+        ("sparsity", _STR),  # canonical: dense, 2_4 ... 2_16, 2_inf
+        ("M", _I64),
+        ("N", _I64),
+        ("K", _I64),
+        ("K_slide", _I64),
+        ("status", _STR),
+        ("error_class", _STR),
+        ("error_message", _STR),
+        ("started_at", pa.timestamp("us", tz="UTC")),
+        ("duration_s", _F64),
+        ("latency_us", _F64),  # median
+        ("latency_p25_us", _F64),
+        ("latency_p75_us", _F64),
+        ("latency_min_us", _F64),
+        ("n_samples", _I64),
+        ("tops", _F64),  # tera-ops/s (TFLOPS for float dtypes)
+        ("gbps", _F64),  # achieved GB/s for memory-bound kernels
+        ("tokens_per_s", _F64),
+        ("requests_per_s", _F64),
+        ("elapsed_s", _F64),
+        ("prompt_len", _I64),
+        ("output_len", _I64),
+        ("max_num_seqs", _I64),
+        ("num_prompts", _I64),
+        ("alg_id", _I64),
+        ("split_k", _I64),
+        ("workspace_bytes", _I64),
+        ("timer", _STR),
+        ("baseline_suspect", pa.bool_()),
+        ("correct", pa.bool_()),
+        ("max_abs_err", _F64),
+        ("versions", _STR),  # JSON object: torch, triton, cuda, cusparselt, cublaslt, ...
+        ("extra", _STR),  # JSON object: anything else a task wants to keep
+    ],
+    metadata={_VERSION_KEY: str(SCHEMA_VERSION).encode()},
+)
+
+COLUMNS = tuple(SCHEMA.names)
+_JSON_COLUMNS = ("versions", "extra")
+# Columns that identify what was measured; two rows equal on these describe the same cell.
+KEY_COLUMNS = (
+    "gpu_tag",
+    "task",
+    "model",
+    "layer",
+    "mode",
+    "dtype",
+    "out_dtype",
+    "backend",
+    "sparsity",
+    "M",
+    "N",
+    "K",
+)
+
+
+def new_run_id() -> str:
+    """A sortable, unique run id: UTC timestamp plus a random suffix."""
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+
+
+def normalize_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    """Fill defaults, encode JSON columns, reject unknown columns and bad status values."""
+    unknown = set(row) - set(COLUMNS)
+    if unknown:
+        raise ValueError(f"unknown result columns: {sorted(unknown)}")
+    out: dict[str, Any] = dict.fromkeys(COLUMNS)
+    out.update(row)
+    out["schema_version"] = SCHEMA_VERSION
+    out["row_id"] = out["row_id"] or uuid.uuid4().hex
+    out["source"] = out["source"] or "run"
+    if out["status"] not in STATUSES:
+        raise ValueError(f"status must be one of {STATUSES}, got {out['status']!r}")
+    if out["error_class"] is not None and out["error_class"] not in ERROR_CLASSES:
+        raise ValueError(f"error_class must be one of {ERROR_CLASSES}, got {out['error_class']!r}")
+    for col in _JSON_COLUMNS:
+        if out[col] is not None and not isinstance(out[col], str):
+            out[col] = json.dumps(out[col], sort_keys=True, default=str)
+    if isinstance(out["started_at"], str):
+        out["started_at"] = datetime.fromisoformat(out["started_at"])
+    if out["started_at"] is None:
+        out["started_at"] = datetime.now(UTC)
+    return out
+
+
+def rows_to_table(rows: Iterable[Mapping[str, Any]]) -> pa.Table:
+    """Normalized rows as an Arrow table in the store schema."""
+    normalized = [normalize_row(r) for r in rows]
+    return pa.Table.from_pylist(normalized, schema=SCHEMA)
+
+
+def _atomic_write(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename."""
+    _atomic_write(Path(path), lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+def write_table(path: Path, table: pa.Table) -> None:
+    """Write one Parquet file atomically in the store schema."""
+    table = table.replace_schema_metadata(SCHEMA.metadata)
+    _atomic_write(Path(path), lambda tmp: pq.write_table(table, tmp))
+
+
+def read_part(path: Path) -> pa.Table:
+    """Read one part file; UserError for an unknown schema version, any error if corrupt."""
+    table = pq.read_table(path)
+    meta = table.schema.metadata or {}
+    version = meta.get(_VERSION_KEY)
+    if version is None:
+        raise UserError(f"{path}: not a slidesparse result file (no schema version)")
+    if int(version) != SCHEMA_VERSION:
+        raise UserError(
+            f"{path}: schema version {int(version)}, this slidesparse reads {SCHEMA_VERSION}; "
+            "upgrade slidesparse (or re-import the data with the matching version)"
+        )
+    # Older files of the same version may lack columns added as nullable: fill them.
+    for name in SCHEMA.names:
+        if name not in table.schema.names:
+            table = table.append_column(name, pa.nulls(len(table), SCHEMA.field(name).type))
+    return table.select(SCHEMA.names).cast(SCHEMA)
+
+
+class Store:
+    """A results root holding one folder per GPU tag."""
+
+    def __init__(self, root: Path | str):
+        self.root = Path(root)
+
+    def tag_dir(self, gpu_tag: str) -> Path:
+        """The folder of one GPU tag."""
+        return self.root / gpu_tag
+
+    def cache_dir(self, gpu_tag: str) -> Path:
+        """Per-GPU cache folder (searched algorithms, tuned kernel configs)."""
+        return self.tag_dir(gpu_tag) / "cache"
+
+    def runs_dir(self, gpu_tag: str) -> Path:
+        """Per-GPU folder of the runner's JSONL event logs."""
+        return self.tag_dir(gpu_tag) / "runs"
+
+    def gpu_tags(self) -> list[str]:
+        """GPU tags that have a parts folder or a machine record."""
+        if not self.root.is_dir():
+            return []
+        return sorted(
+            p.name
+            for p in self.root.iterdir()
+            if p.is_dir() and ((p / "parts").is_dir() or (p / "machine.json").is_file())
+        )
+
+    def write_machine(self, gpu_tag: str, record: Mapping[str, Any]) -> None:
+        """Save the machine record next to the results of ``gpu_tag``."""
+        text = json.dumps(dict(record), indent=2, sort_keys=True, default=str)
+        atomic_write_text(self.tag_dir(gpu_tag) / "machine.json", text + "\n")
+
+    def read_machine(self, gpu_tag: str) -> dict[str, Any] | None:
+        """The machine record of ``gpu_tag``, or None if there is none."""
+        path = self.tag_dir(gpu_tag) / "machine.json"
+        if not path.is_file():
+            return None
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{path}: corrupt machine record ({exc}); delete or fix it") from exc
+
+    def write_rows(self, gpu_tag: str, rows: Iterable[Mapping[str, Any]], *, name: str) -> Path:
+        """Write ``rows`` as one new part file ``parts/<name>.parquet``; return its path."""
+        rows = [{**r, "gpu_tag": r.get("gpu_tag") or gpu_tag} for r in rows]
+        path = self.tag_dir(gpu_tag) / "parts" / f"{name}.parquet"
+        write_table(path, rows_to_table(rows))
+        return path
+
+    def part_files(self, gpu_tag: str | None = None) -> list[Path]:
+        """Part files of one GPU tag (or all), in a stable order."""
+        tags = [gpu_tag] if gpu_tag else self.gpu_tags()
+        return sorted(p for tag in tags for p in (self.tag_dir(tag) / "parts").glob("*.parquet"))
+
+    def quarantine(self, path: Path, reason: str) -> Path:
+        """Move a bad part file aside (never delete it) and warn."""
+        dest_dir = path.parent.parent / "quarantine"
+        dest_dir.mkdir(parents=True, exist_ok=True)
+        dest = dest_dir / path.name
+        if dest.exists():
+            dest = dest_dir / f"{path.stem}.{uuid.uuid4().hex[:6]}{path.suffix}"
+        shutil.move(str(path), dest)
+        warnings.warn(
+            f"corrupt result file {path} moved to {dest}: {reason}", StoreWarning, stacklevel=2
+        )
+        return dest
+
+    def read_table(self, gpu_tag: str | None = None, *, move_corrupt: bool = True) -> pa.Table:
+        """All rows of one GPU tag (or all tags) as one Arrow table, duplicates by row_id dropped.
+
+        A part file that cannot be read is quarantined (``move_corrupt``) or skipped, with a
+        :class:`StoreWarning` either way; a file of another schema version is a UserError.
+        """
+        tables = []
+        for path in self.part_files(gpu_tag):
+            try:
+                tables.append(read_part(path))
+            except UserError:
+                raise
+            except Exception as exc:  # pyarrow raises many types for bad files
+                reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
+                if move_corrupt:
+                    self.quarantine(path, reason)
+                else:
+                    msg = f"skipped unreadable {path}: {reason}"
+                    warnings.warn(msg, StoreWarning, stacklevel=2)
+        if not tables:
+            return SCHEMA.empty_table()
+        table = pa.concat_tables(tables)
+        return _drop_duplicate_rows(table)
+
+    def read(self, gpu_tag: str | None = None, *, move_corrupt: bool = True) -> pd.DataFrame:
+        """All rows as a DataFrame (nullable dtypes), duplicates by row_id dropped."""
+        return to_frame(self.read_table(gpu_tag, move_corrupt=move_corrupt))
+
+    def compact_run(self, gpu_tag: str, run_id: str) -> Path | None:
+        """Merge the part files of one run into ``parts/<run_id>.parquet`` atomically.
+
+        The merged file is renamed into place before the small parts are removed, so a kill in
+        between leaves duplicates (dropped by ``row_id`` on read), never a loss.
+        """
+        parts_dir = self.tag_dir(gpu_tag) / "parts"
+        parts = sorted(parts_dir.glob(f"{run_id}-*.parquet"))
+        target = parts_dir / f"{run_id}.parquet"
+        if not parts:
+            return None
+        tables = []
+        if target.exists():
+            parts.insert(0, target)
+        for path in parts:
+            try:
+                tables.append(read_part(path))
+            except UserError:
+                raise
+            except Exception as exc:  # leave a bad part where read_table will quarantine it
+                warnings.warn(
+                    f"not compacting unreadable {path}: {exc}", StoreWarning, stacklevel=2
+                )
+                return None
+        write_table(target, _drop_duplicate_rows(pa.concat_tables(tables)))
+        for path in parts:
+            if path != target:
+                path.unlink()
+        return target
+
+
+def _drop_duplicate_rows(table: pa.Table) -> pa.Table:
+    row_ids = table.column("row_id").to_pylist()
+    seen: set[str] = set()
+    keep = []
+    for i, rid in enumerate(row_ids):
+        if rid not in seen:
+            seen.add(rid)
+            keep.append(i)
+    return table if len(keep) == len(row_ids) else table.take(keep)
+
+
+def to_frame(table: pa.Table) -> pd.DataFrame:
+    """An Arrow table in the store schema as a pandas frame with nullable dtypes."""
+    return table.to_pandas(types_mapper=pd.ArrowDtype)
+
+
+def latest_per_cell(frame: pd.DataFrame) -> pd.DataFrame:
+    """The latest row of each cell_id (by started_at), e.g. to decide what a resume skips."""
+    if frame.empty:
+        return frame
+    ordered = frame.sort_values(["cell_id", "started_at"], kind="stable")
+    return ordered.groupby("cell_id", sort=False).tail(1).reset_index(drop=True)
+
+
+# --- added for the runner ------------------------------------------------------------------
+
+
+def summarize(frame: pd.DataFrame) -> pd.DataFrame:
+    """Counts of the latest row per cell by GPU tag, task and status (for ``results``)."""
+    if frame.empty:
+        return pd.DataFrame(columns=["gpu_tag", "task", "status", "cells"])
+    latest = latest_per_cell(frame)
+    keys = [latest[c].astype(str) for c in ("gpu_tag", "task", "status")]
+    out = latest.groupby(keys).size().rename("cells").reset_index()
+    out.columns = ["gpu_tag", "task", "status", "cells"]
+    return out

@@ -1,0 +1,202 @@
+"""``run-matrix``, ``plan`` and ``results`` through the real CLI entry point."""
+
+from __future__ import annotations
+
+import json
+import re
+import textwrap
+
+import pytest
+
+from slidesparse.cli import main
+from slidesparse.results.store import Store, latest_per_cell
+
+TAG = "CPU_cli_py311_cpu_x86_64"
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    machine = tmp_path / "machine.json"
+    machine.write_text(json.dumps({"gpu_tag": TAG, "cc": None, "memory_bytes": None}))
+    results = tmp_path / "results"
+    monkeypatch.setenv("SLIDESPARSE_RESULTS", str(results))
+
+    def write(text: str, name: str = "m.yaml") -> str:
+        path = tmp_path / name
+        path.write_text(textwrap.dedent(text))
+        return str(path)
+
+    return {"machine": str(machine), "results": results, "write": write}
+
+
+def _run(capsys, *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_run_plan_results_resume(env, capsys):
+    matrix = env["write"]("blocks: [{task: noop, axes: {count: 6}}]")
+    common = ["--preset", matrix, "--machine", env["machine"]]
+    code, out, _ = _run(capsys, "plan", *common)
+    assert code == 0
+    assert f"on {TAG}: 6 cells" in out and "estimated time: unknown" in out
+    code, out, _ = _run(capsys, "run-matrix", *common, "--progress", "plain")
+    assert code == 0, out
+    assert "6 ok, 0 failed, 0 skipped" in out
+    assert out.count("] ok ") == 6
+    code, out, _ = _run(capsys, "plan", *common)
+    assert "noop" in out and "estimated time" not in out
+    row = next(ln for ln in out.splitlines() if ln.strip().startswith("noop"))
+    assert row.split()[1:] == ["0", "0", "6", "0", "0"]  # run skip done failed skipped
+    code, out, _ = _run(capsys, "run-matrix", *common, "--dry-run")
+    assert code == 0 and "would run" not in out
+    code, out, _ = _run(capsys, "run-matrix", *common, "--rerun-all", "--dry-run")
+    assert out.count("would run ") == 6
+    code, out, _ = _run(capsys, "results")
+    assert code == 0
+    assert f"{TAG}" in out and "6 rows, 6 cells" in out and "noop" in out and "6 ok" in out
+
+
+def test_failures_exit_1_with_a_summary(env, capsys):
+    matrix = env["write"](
+        """
+        blocks:
+          - task: noop
+            axes: {count: 3}
+          - task: noop
+            axes: {action: [segfault, raise], index: [7]}
+        """
+    )
+    code, out, _ = _run(
+        capsys, "run-matrix", "--preset", matrix, "--machine", env["machine"], "--progress", "none"
+    )
+    assert code == 1
+    assert "3 ok, 2 failed, 0 skipped" in out
+    assert "failed [crash]" in out and "SIGSEGV" in out and "failed [error]" in out
+    frame = Store(env["results"]).read(TAG)
+    assert sorted(latest_per_cell(frame)["status"]) == ["failed", "failed", "ok", "ok", "ok"]
+    # Resuming without --retry-failed keeps the failures and still says so.
+    code, out, _ = _run(
+        capsys, "run-matrix", "--preset", matrix, "--machine", env["machine"], "--progress", "none"
+    )
+    assert code == 1 and "2 failed earlier (use --retry-failed)" in out
+
+
+BAD_FILES = {
+    "yaml syntax": ("blocks: [ {task: noop", "YAML syntax error"),
+    "unknown key": ("blocks: [{task: noop, axes: {acton: [ok]}}]", "acton: unknown key"),
+    "bad dtype": (
+        "blocks: [{task: kernel-gemm, axes: {mode: square, backend: cpu-ref, dtype: fp9,"
+        " sparsity: dense, M: 64}}]",
+        "dtype.0: Input should be",
+    ),
+    "bad sparsity": (
+        "blocks: [{task: kernel-gemm, axes: {mode: square, backend: cpu-ref, dtype: int8,"
+        " sparsity: 3_8, M: 64}}]",
+        "bad sparsity '3_8'",
+    ),
+    "empty axis": (
+        "blocks: [{task: noop, axes: {action: []}}]",
+        "action: empty axis",
+    ),
+    "wrong type": (
+        "blocks: [{task: noop, timeout_s: soon, axes: {count: 2}}]",
+        "timeout_s: Input should be a valid number",
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_FILES))
+def test_malformed_matrix_exits_2_naming_the_problem(env, capsys, kind):
+    text, expected = BAD_FILES[kind]
+    path = env["write"](text, name="bad.yaml")
+    code, _, err = _run(capsys, "run-matrix", "--preset", path, "--machine", env["machine"])
+    assert code == 2
+    assert err.startswith(f"error: {path}")
+    assert expected in err
+    assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--preset", "nope"], "unknown preset 'nope'"),
+        (["--shard", "3/3"], "bad --shard '3/3'"),
+        (["--gpus", "x"], "bad --gpus 'x'"),  # checked on a machine without a GPU too
+    ],
+)
+def test_bad_options_exit_2(env, capsys, args, expected):
+    code, _, err = _run(capsys, "run-matrix", "--machine", env["machine"], "--dry-run", *args)
+    assert code == 2 and expected in err
+
+
+def test_results_of_a_missing_folder_exits_2(tmp_path, capsys):
+    code, _, err = _run(capsys, "results", str(tmp_path / "nope"))
+    assert code == 2 and "no such results folder" in err
+
+
+def test_shards_run_disjoint_parts_and_union_is_everything(env, capsys):
+    matrix = env["write"]("blocks: [{task: noop, axes: {count: 9}}]")
+    for i in range(3):
+        code, _, _ = _run(
+            capsys, "run-matrix", "--preset", matrix, "--machine", env["machine"],
+            "--shard", f"{i}/3", "--progress", "none",
+        )  # fmt: skip
+        assert code == 0
+    frame = Store(env["results"]).read(TAG)
+    assert len(frame) == 9 and frame["cell_id"].is_unique
+
+
+@pytest.mark.slow
+def test_cpu_smoke_preset_does_real_work(tmp_path, capsys):
+    """The README's CPU main job: cpu-ref GEMMs run and are exact, GPU cells are skipped."""
+    results = tmp_path / "results"
+    code, out, err = _run(
+        capsys, "run-matrix", "--preset", "smoke", "--results", str(results), "--progress", "plain"
+    )
+    assert code == 0, out + err
+    store = Store(results)
+    (tag,) = store.gpu_tags()
+    frame = latest_per_cell(store.read(tag))
+    ok = frame[frame["status"] == "ok"]
+    skipped = frame[frame["status"] == "skipped"]
+    assert len(ok) >= 16 and (frame["status"] != "failed").all()
+    assert set(ok["backend"]) == {"cpu-ref", "triton"}  # triton: kernel-quant, interpreted
+    assert ok["correct"].all()
+    assert (ok["latency_us"] > 0).all() and ok["timer"].notna().all()
+    quant = ok[ok["task"] == "kernel-quant"]
+    assert len(quant) >= 12 and set(quant["timer"]) == {"perf_counter(triton-interpreter)"}
+    assert set(skipped["error_message"]) == {
+        "no CUDA device",
+        "no CUDA device (too large for the Triton interpreter on CPU)",
+    }
+    assert {"kernel-quant", "e2e-prefill", "e2e-decode"} <= set(skipped["task"])
+    assert store.read_machine(tag)["gpu_tag"] == tag
+
+
+def test_plan_estimates_time_from_earlier_runs(env, capsys):
+    matrix = env["write"](
+        "blocks: [{task: noop, axes: {action: [sleep], sleep_s: [0.2], count: 4}}]"
+    )
+    common = ["--preset", matrix, "--machine", env["machine"]]
+    assert _run(capsys, "run-matrix", *common, "--progress", "none")[0] == 0
+    code, out, _ = _run(capsys, "plan", *common, "--rerun-all")
+    assert code == 0
+    line = next(ln for ln in out.splitlines() if ln.startswith("estimated time:"))
+    assert re.match(r"estimated time: \d+s on 1 worker\(s\)$", line), line  # 4 x ~0.2 s
+
+
+def test_a_corrupt_part_is_reported_moved_aside_and_its_cells_rerun(env, capsys):
+    matrix = env["write"]("blocks: [{task: noop, axes: {count: 3}}]")
+    common = ["--preset", matrix, "--machine", env["machine"], "--progress", "none"]
+    assert _run(capsys, "run-matrix", *common)[0] == 0
+    store = Store(env["results"])
+    (part,) = store.part_files(TAG)
+    part.write_bytes(part.read_bytes()[:100])  # truncated, e.g. by a full disk elsewhere
+    code, out, err = _run(capsys, "run-matrix", *common)
+    assert code == 0
+    assert "warning: corrupt result file" in err and "quarantine" in err
+    assert "3 ok" in out  # its cells were not stored any more, so they ran again
+    assert (store.tag_dir(TAG) / "quarantine" / part.name).exists()
+    assert len(store.read(TAG)) == 3
