@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from slidesparse.gemm import bench as lib
+from slidesparse.tasks import gemm_bench as lib
 
 SWEEP_M = (64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384)
 PATTERNS = ("dense", "2_4", "2_6", "2_8", "2_10", "2_12", "2_14", "2_16", "2_inf")

@@ -30,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from slidesparse.gemm import bench as lib
+from slidesparse.tasks import gemm_bench as lib
 
 # nvmlDeviceGetCurrentClocksEventReasons bits (nvml.h), the ones a GEMM can hit.
 REASONS = {

@@ -23,7 +23,7 @@ import triton
 from rich.console import Console
 
 from slidesparse.kernels import autotune, bench, tuning
-from slidesparse.results.store import atomic_write_text
+from slidesparse.core.atomic import atomic_write_text
 
 
 def _ints(text: str) -> list[int]:

@@ -44,7 +44,7 @@ def bench_gemm(model, square, dtypes, Ms, sparsity, dense_backends, sparse_backe
 
     from slidesparse import gemm
     from slidesparse.core.sparsity import parse_pattern
-    from slidesparse.gemm import bench as lib
+    from slidesparse.tasks import gemm_bench as lib
 
     if bool(model) == bool(square):
         raise UserError("give exactly one of --model NAME or --square")

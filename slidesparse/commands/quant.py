@@ -56,9 +56,9 @@ def bench_quant(
     from rich.console import Console
 
     from slidesparse.core import sparsity as sp
+    from slidesparse.core.atomic import atomic_write_text
     from slidesparse.kernels import bench as kbench
     from slidesparse.kernels import tuning
-    from slidesparse.results.store import atomic_write_text
 
     Ms, Ks = _ints(m_list, "M"), _ints(k_list, "K")
     patterns = tuple(p.name for p in sp.parse_patterns(sparsity))

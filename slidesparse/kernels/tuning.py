@@ -159,7 +159,7 @@ def load_table(path: Path) -> dict:
 
 def save_entries(path: Path, gpu_tag: str, entries: dict) -> dict:
     """Merge ``entries`` (key -> record) into the table at ``path``, written atomically."""
-    from slidesparse.results.store import atomic_write_text
+    from slidesparse.core.atomic import atomic_write_text
 
     path = Path(path)
     table = load_table(path) if path.exists() else empty_table(gpu_tag)

@@ -16,9 +16,7 @@ unique ``row_id`` so that re-reading, compacting or merging the same rows twice 
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 import uuid
 import warnings
 from collections.abc import Iterable, Mapping
@@ -30,6 +28,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from slidesparse.core.atomic import atomic_write, atomic_write_text
 from slidesparse.core.errors import StoreWarning, UserError
 
 SCHEMA_VERSION = 1
@@ -157,29 +156,10 @@ def rows_to_table(rows: Iterable[Mapping[str, Any]]) -> pa.Table:
     return pa.Table.from_pylist(normalized, schema=SCHEMA)
 
 
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename."""
-    _atomic_write(Path(path), lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
-
-
 def write_table(path: Path, table: pa.Table) -> None:
     """Write one Parquet file atomically in the store schema."""
     table = table.replace_schema_metadata(SCHEMA.metadata)
-    _atomic_write(Path(path), lambda tmp: pq.write_table(table, tmp))
+    atomic_write(path, lambda tmp: pq.write_table(table, tmp))
 
 
 def read_part(path: Path) -> pa.Table:

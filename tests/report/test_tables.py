@@ -8,21 +8,21 @@ import pandas as pd
 import pytest
 from synthetic_rows import CPU, QWEN7, T0, TAG, TAG2, _row, cpu_smoke_rows, synthetic_rows  # noqa: F401
 
-from slidesparse.report import tables as A
+from slidesparse.report import failures, frames, speedups
 from slidesparse.results.store import rows_to_table, to_frame
 
 
 def frame_of(rows: list[dict]) -> pd.DataFrame:
-    return A.plain(to_frame(rows_to_table(rows)))
+    return frames.plain(to_frame(rows_to_table(rows)))
 
 
 @pytest.fixture(scope="module")
 def cells():
-    return A.resolve_cells(frame_of(synthetic_rows()))
+    return frames.resolve_cells(frame_of(synthetic_rows()))
 
 
 def test_dense_baseline_is_fastest_dense_backend(cells):
-    sp = A.kernel_speedups(cells)
+    sp = speedups.kernel_speedups(cells)
     sq = sp[(sp["mode"] == "square") & (sp["M"] == 1024)].set_index("sparsity")
     assert set(sq["dense_backend"]) == {"cublaslt"}
     assert sq.loc["2_4", "speedup"] == pytest.approx(1.6)
@@ -31,25 +31,25 @@ def test_dense_baseline_is_fastest_dense_backend(cells):
 
 
 def test_speedup_above_bound_is_suspect(cells):
-    sp = A.kernel_speedups(cells)
+    sp = speedups.kernel_speedups(cells)
     row = sp[(sp["M"] == 64) & (sp["sparsity"] == "2_4")].iloc[0]
     assert row["speedup"] == pytest.approx(3.0)
     assert bool(row["suspect"])
 
 
 def test_model_totals_need_all_four_layers(cells):
-    sp = A.kernel_speedups(cells)
-    totals = A.model_totals(sp)
+    sp = speedups.kernel_speedups(cells)
+    totals = speedups.model_totals(sp)
     t = totals[(totals["M"] == 4096) & (totals["sparsity"] == "2_8")].iloc[0]
     assert t["dense_latency_us"] == pytest.approx(40.0)
     assert t["speedup"] == pytest.approx(1.25)
     three = sp[~((sp["layer"] == "down") & (sp["M"] == 1024))]
-    assert set(A.model_totals(three)["M"]) == {4096}
+    assert set(speedups.model_totals(three)["M"]) == {4096}
 
 
 def test_efficiency_formula(cells):
-    sp = A.kernel_speedups(cells)
-    eff = A.efficiencies(sp[sp["mode"] == "square"], ["gpu_tag", "M", "N", "K"])
+    sp = speedups.kernel_speedups(cells)
+    eff = speedups.efficiencies(sp[sp["mode"] == "square"], ["gpu_tag", "M", "N", "K"])
     e = eff[(eff["M"] == 1024)].set_index("sparsity")["efficiency"]
     assert e["2_4"] == pytest.approx(1.0)
     assert e["2_8"] == pytest.approx((1.2 / 1.6) / (0.5 * 8 / 6))
@@ -57,7 +57,7 @@ def test_efficiency_formula(cells):
 
 
 def test_e2e_speedups(cells):
-    e = A.e2e_speedups(cells)
+    e = speedups.e2e_speedups(cells)
     got = e[(e["model"] == "Llama3.2-1B") & (e["M"] == 512)].set_index("sparsity")["speedup"]
     assert got["2_4"] == pytest.approx(1.3)
     assert got["2_8"] == pytest.approx(1.1)
@@ -80,16 +80,16 @@ def test_latest_ok_row_wins():
         "latency_us": 42.0,
         "started_at": T0 + timedelta(hours=1),
     }
-    cells = A.resolve_cells(frame_of([*rows, later_fail, later_ok]))
+    cells = frames.resolve_cells(frame_of([*rows, later_fail, later_ok]))
     assert len(cells) == 1
     assert cells.iloc[0]["row_id"] == "x2"
 
 
 def test_pass_counts(cells):
-    p = A.pass_counts(cells, ["e2e-prefill"])
+    p = failures.pass_counts(cells, ["e2e-prefill"])
     q = p[(p["model"] == "Qwen2.5-7B") & (p["variant"] == "cusparselt 2_8")].iloc[0]
     assert (q["ok"], q["total"]) == (2, 3)
-    assert A.order_variants(["cusparselt 2_10", "cublaslt", "cusparselt 2_4", "cutlass"]) == [
+    assert frames.order_variants(["cusparselt 2_10", "cublaslt", "cusparselt 2_4", "cutlass"]) == [
         "cutlass",
         "cublaslt",
         "cusparselt 2_4",
@@ -98,7 +98,7 @@ def test_pass_counts(cells):
 
 
 def test_failure_mining_states_the_common_factor(cells):
-    groups = A.failure_groups(cells)
+    groups = failures.failure_groups(cells)
     # the quant_slide timeout was retried and passed: only quant_only stays failed
     assert [(g["task"], g["n"]) for g in groups] == [("e2e-prefill", 3), ("kernel-quant", 1)]
     g = groups[0]
@@ -143,7 +143,7 @@ def test_failure_mining_model_that_never_ran():
             tokens_per_s=5.0,
         )
     )
-    (g,) = A.failure_groups(A.resolve_cells(frame_of(rows)))
+    (g,) = failures.failure_groups(frames.resolve_cells(frame_of(rows)))
     assert g["recommendation"] == {"kind": "skip_model", "model": "Qwen2.5-14B"}
     assert g["hints"][0]["kind"] == "weights" and g["hints"][0]["bytes"] > 10 * 2**30
     assert g["every"] == ["M"]
@@ -170,7 +170,7 @@ def test_failure_mining_threshold_in_m():
                 )
             )
             i += 1
-    (g,) = A.failure_groups(A.resolve_cells(frame_of(rows)))
+    (g,) = failures.failure_groups(frames.resolve_cells(frame_of(rows)))
     assert g["recommendation"]["kind"] == "cap_m" and g["recommendation"]["max_m"] == 512
     assert g["values"]["M"] == [1024, 2048, 4096]
 
@@ -180,13 +180,13 @@ def test_quant_rows_are_named_by_kernel_and_resolve_to_one_cell(cells):
     assert sorted(q.index) == ["quant_only", "quant_slide"]  # the failed try + the ok one: 1
     assert q.loc["quant_slide", "status"] == "ok"
     assert set(q["backend"]) == {"quant_only", "quant_slide"} and set(q["mode"]) == {"quant"}
-    (g,) = [g for g in A.failure_groups(cells) if g["task"] == "kernel-quant"]
+    (g,) = [g for g in failures.failure_groups(cells) if g["task"] == "kernel-quant"]
     assert dict(g["factors"])["backend"] == "quant_only"
     assert g["error_class"] == "error" and g["message"] is None
 
 
 def test_pass_counts_keep_skipped_cells_apart(cells):
-    p = A.pass_counts(cells, ["kernel-gemm", "e2e-prefill", "kernel-quant"])
+    p = failures.pass_counts(cells, ["kernel-gemm", "e2e-prefill", "kernel-quant"])
     fp4 = p[p["dtype"] == "fp4"]
     assert set(fp4["ok"]) == {0} and set(fp4["measured"]) == {0} and set(fp4["skipped"]) == {2}
     q14 = p[(p["model"] == "Qwen2.5-14B") & (p["variant"] == "cublaslt")].iloc[0]
@@ -199,14 +199,14 @@ def test_pass_counts_keep_skipped_cells_apart(cells):
 
 
 def test_variant_labels_never_print_null():
-    assert A.variant(None, "2_8") == "- 2_8"
-    assert A.variant(float("nan"), None) == "-"
-    assert A.variant("cublaslt", "dense") == "cublaslt"
-    assert not A.present(pd.NA) and not A.present("") and A.present(0)
+    assert frames.variant(None, "2_8") == "- 2_8"
+    assert frames.variant(float("nan"), None) == "-"
+    assert frames.variant("cublaslt", "dense") == "cublaslt"
+    assert not frames.present(pd.NA) and not frames.present("") and frames.present(0)
 
 
 def test_skip_groups_state_the_reason(cells):
-    groups = {g["message"]: g for g in A.skip_groups(cells)}
+    groups = {g["message"]: g for g in failures.skip_groups(cells)}
     fp4 = groups["no dense fp4 GEMM on cc 9.0 (needs cc >= 10.0)"]
     assert fp4["n"] == 2 and dict(fp4["factors"])["dtype"] == "fp4"
     assert fp4["every"] == [] and fp4["values"] == {}  # one message says it all
@@ -217,12 +217,13 @@ def test_skip_groups_state_the_reason(cells):
     assert set(mem["every"]) == {"backend", "sparsity"}
     assert "75.3 GiB" in mem["message"] and mem["recommendation"] is None
     assert (
-        A.reason_key("predicted memory 75.3 GiB (80 bytes)") == "predicted memory # GiB (# bytes)"
+        failures.reason_key("predicted memory 75.3 GiB (80 bytes)")
+        == "predicted memory # GiB (# bytes)"
     )
 
 
 def test_quant_rows_carry_extra_figures(cells):
-    q = A.quant_rows(cells[cells["gpu_tag"] == TAG])
+    q = speedups.quant_rows(cells[cells["gpu_tag"] == TAG])
     # ok rows only (the failed quant_only fp8 cell is left out), quant_only first
     assert list(zip(q["kernel"], q["M"], q["size_name"], strict=True)) == [
         ("quant_only", 4096, "K"),
@@ -240,7 +241,9 @@ def test_quant_rows_carry_extra_figures(cells):
 
 
 def test_quant_findings_at_the_largest_m(cells):
-    found = {(f["dtype"], f["out_dtype"]): f for f in A.quant_findings(A.quant_rows(cells))}
+    found = {
+        (f["dtype"], f["out_dtype"]): f for f in speedups.quant_findings(speedups.quant_rows(cells))
+    }
     f = found[("bf16", "int8")]
     assert (f["M"], f["low_pct"], f["low_at"]) == (4096, 50.0, "quant_slide 2_8, K=3584")
     (r,) = f["ratios"]
@@ -250,8 +253,8 @@ def test_quant_findings_at_the_largest_m(cells):
 
 
 def test_interpreter_quant_rows_have_no_bandwidth():
-    q = A.quant_rows(A.resolve_cells(frame_of(cpu_smoke_rows())))
+    q = speedups.quant_rows(frames.resolve_cells(frame_of(cpu_smoke_rows())))
     (r,) = q.itertuples()  # the only ok quant row: timed in the interpreter
     assert r.interpreter and r.latency_us == 30000.0
     assert all(pd.isna(v) for v in (r.gbps, r.copy_gbps, r.pct_of_copy))
-    assert A.quant_findings(q) == []  # no GPU figure, nothing to conclude
+    assert speedups.quant_findings(q) == []  # no GPU figure, nothing to conclude

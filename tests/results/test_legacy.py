@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from slidesparse.report import build as R
-from slidesparse.report import tables as A
+from slidesparse.report import failures, frames, sections, speedups
 from slidesparse.results.legacy import (
     UNRECORDED_TIME,
     gpu_tag_from_folder,
@@ -43,7 +43,7 @@ def test_gpu_tag_from_folder():
 def imported(tmp_path_factory, legacy_dir):
     store = Store(tmp_path_factory.mktemp("legacy"))
     summary = import_legacy(legacy_dir, store)
-    cells = A.resolve_cells(A.plain(store.read()))
+    cells = frames.resolve_cells(frames.plain(store.read()))
     return store, summary, cells
 
 
@@ -68,8 +68,8 @@ def _speedup_files(legacy_dir):
 
 def test_kernel_speedups_equal_the_legacy_csvs(imported, legacy_dir):
     _, _, cells = imported
-    sp = A.kernel_speedups(cells)
-    totals = A.model_totals(sp)
+    sp = speedups.kernel_speedups(cells)
+    totals = speedups.model_totals(sp)
     files = _speedup_files(legacy_dir)
     assert len(files) > 50
     checked = 0
@@ -104,7 +104,7 @@ def test_kernel_speedups_equal_the_legacy_csvs(imported, legacy_dir):
 
 def test_e2e_speedups_equal_the_legacy_h100_csvs(imported, legacy_dir):
     _, _, cells = imported
-    e = A.e2e_speedups(cells)
+    e = speedups.e2e_speedups(cells)
     e = e[e["gpu_tag"] == H100].set_index(["task", "model", "dtype", "M", "sparsity"])["speedup"]
     files = sorted(
         (legacy_dir / "slidesparse/tools/end2end_speedup_results/H100").glob("*/speedup_*.csv")
@@ -157,7 +157,7 @@ def test_h100_pass_tables_and_failures_equal_the_seed_report(imported, seed_dir)
     assert len(seed) == 4
     h100 = cells[cells["gpu_tag"] == H100]
     ours = {}
-    for t in R._pass_tables(h100, ["e2e-prefill", "e2e-decode"]):
+    for t in sections.pass_tables(h100, ["e2e-prefill", "e2e-decode"]):
         models = t["columns"][1:-1]
         for row in t["rows"]:
             for model, cell in zip(models, row[1:-1], strict=True):
@@ -175,7 +175,7 @@ def test_h100_pass_tables_and_failures_equal_the_seed_report(imported, seed_dir)
     )
     patterns = ("dense", "2_4", "2_6", "2_8", "2_10")
     assert listed == {("Qwen2.5-7B", d, 65536, p) for d in ("int8", "fp8") for p in patterns}
-    (group,) = A.failure_groups(h100[h100["task"] == "e2e-prefill"])
+    (group,) = failures.failure_groups(h100[h100["task"] == "e2e-prefill"])
     assert group["n"] == 10 and dict(group["factors"])["M"] == 65536
     assert group["recommendation"]["max_m"] == 32768
 

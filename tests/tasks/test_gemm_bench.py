@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from slidesparse.core.errors import Unsupported
-from slidesparse.gemm import bench
+from slidesparse.tasks import gemm_bench as bench
 
 
 def _row(backend, sparsity, lat, layer="qkv", dtype="int8", M=16384, **kw):
