@@ -14,7 +14,6 @@ from slidesparse.core.hardware import (
     cuda_tag,
     detect_machine,
     make_tag,
-    parse_dtype,
     parse_tag,
     short_name,
 )
@@ -58,12 +57,6 @@ def test_capabilities_per_cc():
     assert not capabilities((7, 5)).supports("int8", sparse=True)
     assert capabilities(None).dense == frozenset()
     assert "needs cc >= 8.9" in capabilities((8, 6)).reason("fp8", sparse=False)
-
-
-def test_parse_dtype():
-    assert parse_dtype("BF16") == "bf16" and parse_dtype("e4m3") == "fp8"
-    with pytest.raises(UserError, match="valid dtypes: fp16, bf16, int8, fp8, fp4"):
-        parse_dtype("fp64")
 
 
 def test_cpu_machine_record_round_trip():

@@ -302,3 +302,17 @@ def test_gemm_memory_prediction_grows_with_the_slid_copies():
     rules = load_rules()
     sizes = [predicted_bytes(c, rules) for c in cells]
     assert sizes == sorted(sizes) and len(set(sizes)) == 4
+
+
+def test_cell_ids_are_those_of_stores_written_before_the_restructure():
+    # Sorted cell ids of each shipped preset, hashed, as the pre-restructure code expanded
+    # them: a store written then resumes now with nothing re-run.
+    import hashlib
+    import json
+    from pathlib import Path
+
+    before = json.loads((Path(__file__).parent / "cell_ids_before_restructure.json").read_text())
+    for preset, want in before.items():
+        ids = sorted(c.cell_id for c in expand(load_matrix(preset)[0]))
+        assert len(ids) == want["count"], preset
+        assert hashlib.sha256("\n".join(ids).encode()).hexdigest() == want["sha256"], preset
