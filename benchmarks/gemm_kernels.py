@@ -50,8 +50,7 @@ def versions() -> dict:
 
 
 def build_extension() -> dict:
-    from slidesparse.native import extension
-    from slidesparse.native import ops
+    from slidesparse.native import extension, ops
 
     t0 = time.perf_counter()
     try:
@@ -143,9 +142,9 @@ def fp8_diag(model: str, M: int) -> None:
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    from slidesparse.native import ops
-    from slidesparse.gemm import timing
     from slidesparse.core.models import get_model
+    from slidesparse.gemm import timing
+    from slidesparse.native import ops
 
     f8, bf = torch.float8_e4m3fn, torch.bfloat16
     one = torch.ones((), device="cuda")
@@ -230,9 +229,9 @@ def paired_checks(ctx, model: str, dtypes, M: int, patterns, rounds: int = 8) ->
     alternate for ``rounds`` rounds, so clock drift over the run hits both alike. This is
     the comparison the PASS/FAIL lines report.
     """
-    from slidesparse.gemm import timing
     from slidesparse.core.models import get_model
     from slidesparse.core.sparsity import parse_pattern
+    from slidesparse.gemm import timing
 
     lines = []
     for dtype in dtypes:

@@ -22,8 +22,8 @@ import torch
 import triton
 from rich.console import Console
 
-from slidesparse.kernels import autotune, bench, tuning
 from slidesparse.core.atomic import atomic_write_text
+from slidesparse.kernels import autotune, bench, tuning
 
 
 def _ints(text: str) -> list[int]:
@@ -78,7 +78,7 @@ def _tune(console, tag, out: Path, Ks, Ms, kernels: list[str]) -> None:
     path = out / "tuned" / f"{tag}.json"
     tuning.save_entries(path, tag, entries)
     tuning.save_entries(out / "cache" / tuning.CACHE_FILE, tag, entries)
-    tuning.add_cache_dir(out / "cache")
+    tuning.use(tag, out / "cache")
     console.print(f"tuned {len(entries)} cases in {time.perf_counter() - t0:.0f} s -> {path}")
     for key, rec in entries.items():
         d = rec["default_latency_us"]

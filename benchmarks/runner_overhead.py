@@ -16,8 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from slidesparse.run.runner import RunOptions, make_plan, run_plan
 from slidesparse.results.store import Store
+from slidesparse.run.runner import RunOptions, make_plan, run_plan
 
 
 def main() -> None:

@@ -63,7 +63,7 @@ def bench_quant(
     Ms, Ks = _ints(m_list, "M"), _ints(k_list, "K")
     patterns = tuple(p.name for p in sp.parse_patterns(sparsity))
     kbench.require_cuda_or_user_error()
-    tuning.add_cache_dir(_cache_dir(results))
+    tuning.use(cache_dir=_cache_dir(results))
     rows = kbench.run_bench(
         Ms,
         Ks,

@@ -5,9 +5,9 @@ kernels, ``BLOCK_M``/``BLOCK_N``/``num_warps`` for dequant_bias). Tuned configs 
 JSON file per GPU tag, keyed ``kernel|dtypes|size|M bucket`` where size is K (quant kernels)
 or N (dequant_bias) and the bucket is M rounded up to a power of two in [16, 65536].
 
-Lookup order for a launch: tables added with :func:`add_cache_dir` (a user's own tuning, the
-runner's per-GPU cache), then the table shipped in ``slidesparse/kernels/tuned/`` for this GPU
-tag (or, failing that, for the same GPU and compute capability), then :func:`default_config`.
+Lookup order for a launch: the table in the cache folder the caller's context named with
+:func:`use` (the runner's per-GPU cache, or a user's own tuning), then the table shipped in
+``slidesparse/kernels/tuned/`` for this GPU tag (or, failing that, for the same GPU and compute capability), then :func:`default_config`.
 Within a table the exact key wins, else the nearest tuned M bucket of the same kernel, dtypes
 and size.
 """
@@ -27,7 +27,8 @@ CACHE_FILE = "quant_kernels.json"  # name inside a per-GPU cache folder
 _SHIPPED_DIR = Path(__file__).parent / "tuned"
 M_BUCKET_MIN, M_BUCKET_MAX = 16, 65536
 
-_cache_dirs: list[Path] = []
+# The context kernels launch in: its GPU tag and per-GPU cache folder (see use()).
+_context: dict[str, object] = {"gpu_tag": None, "cache_dir": None}
 
 
 def _pow2_ceil(n: int) -> int:
@@ -182,17 +183,22 @@ def shipped_path(gpu_tag: str) -> Path | None:
     return same_gpu[0] if same_gpu else None
 
 
-def add_cache_dir(path: Path | str) -> None:
-    """Consult ``path``/quant_kernels.json (if present) before the shipped configs."""
-    path = Path(path)
-    if path not in _cache_dirs:
-        _cache_dirs.insert(0, path)
-        _clear_caches()
+def use(gpu_tag: str | None = None, cache_dir: Path | str | None = None) -> None:
+    """Launch kernels as the context says: its GPU tag, and the cache folder whose
+    ``quant_kernels.json`` is consulted before the shipped configs.
+
+    A task calls this with ``ctx.gpu_tag`` and ``ctx.cache_dir`` before it launches kernels;
+    without a tag, the current CUDA device's tag is used.
+    """
+    _context["gpu_tag"] = gpu_tag
+    _context["cache_dir"] = Path(cache_dir) if cache_dir is not None else None
+    _clear_caches()
 
 
 @functools.cache
 def _tables(gpu_tag: str | None) -> tuple[dict, ...]:
-    paths = [d / CACHE_FILE for d in _cache_dirs]
+    cache_dir = _context["cache_dir"]
+    paths = [cache_dir / CACHE_FILE] if isinstance(cache_dir, Path) else []
     if gpu_tag is not None:
         paths.append(shipped_path(gpu_tag))
     tables = []
@@ -215,34 +221,19 @@ def _clear_caches() -> None:
 
 
 def current_gpu_tag() -> str | None:
-    """The GPU tag of the current CUDA device; None under the Triton interpreter."""
+    """The GPU tag launches use: the context's, else the current CUDA device's; None under the
+    Triton interpreter."""
     from slidesparse.kernels.numerics import interpreting
 
     if interpreting():
         return None
+    if _context["gpu_tag"]:
+        return str(_context["gpu_tag"])
     import torch
 
-    return _device_tag(torch.cuda.current_device())
+    from slidesparse.core.hardware import device_tag
 
-
-@functools.cache
-def _device_tag(index: int) -> str:
-    # In-process, from the context the kernels already use; hardware.gpu_tag() would start a
-    # child process to describe device 0.
-    import platform
-
-    import torch
-
-    from slidesparse.core import hardware
-
-    props = torch.cuda.get_device_properties(index)
-    return hardware.make_tag(
-        hardware.short_name(props.name),
-        (props.major, props.minor),
-        platform.python_version(),
-        torch.version.cuda,
-        hardware.machine_arch(),
-    )
+    return device_tag(torch.cuda.current_device())
 
 
 def find_entry(tables, kernel: str, dtypes: str, size: int, M: int) -> dict | None:

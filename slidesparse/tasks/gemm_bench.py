@@ -219,26 +219,10 @@ def bench_context(cache_dir: Path | None = None):
     """A TaskContext for in-process benchmarking on this machine (GPU when there is one)."""
     import torch
 
+    from slidesparse.core.hardware import gpu_tag
     from slidesparse.tasks import TaskContext
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    tag = _gpu_tag(device)
+    tag = gpu_tag()
     root = cache_dir or Path.home() / ".cache" / "slidesparse"
     return TaskContext(device=device, gpu_tag=tag, cache_dir=Path(root) / tag)
-
-
-def _gpu_tag(device: str) -> str:
-    try:
-        from slidesparse.core.hardware import gpu_tag
-
-        return gpu_tag()
-    except ImportError:  # hardware.py absent: a tag good enough to key the cache
-        import platform
-
-        import torch
-
-        if device != "cuda":
-            return f"cpu_{platform.machine()}"
-        name = torch.cuda.get_device_name().replace("NVIDIA ", "").split(" ")[0].split("-")[0]
-        major, minor = torch.cuda.get_device_capability()
-        return f"{name}_cc{major}{minor}_cu{(torch.version.cuda or '').replace('.', '')}"

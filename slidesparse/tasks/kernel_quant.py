@@ -150,7 +150,7 @@ def run(params: Mapping[str, Any], ctx: TaskContext) -> list[dict]:
     if ctx.device == "cpu":
         return [_run_interpreted(case, params)]
     bench.require_cuda()
-    tuning.add_cache_dir(ctx.cache_dir)
+    tuning.use(ctx.gpu_tag, ctx.cache_dir)
     copy_key = f"kernel-quant:copy:{case.input_bytes}"
     if copy_key not in ctx.memo:
         ctx.memo[copy_key] = bench.copy_gbps(case.input_bytes)

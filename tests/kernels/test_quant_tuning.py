@@ -13,7 +13,7 @@ from slidesparse.kernels import bench, reference, tuning
 
 @pytest.fixture(autouse=True)
 def _isolated(monkeypatch, tmp_path):
-    monkeypatch.setattr(tuning, "_cache_dirs", [])
+    monkeypatch.setattr(tuning, "_context", {"gpu_tag": None, "cache_dir": None})
     monkeypatch.setattr(tuning, "_SHIPPED_DIR", tmp_path / "shipped")
     (tmp_path / "shipped").mkdir()
     tuning._clear_caches()
@@ -95,7 +95,7 @@ def test_save_load_and_lookup_order(tmp_path):
         "quant_only|bf16->int8|3584|16384": {"config": {"ROWS": 1, "BLOCK": 4096, "num_warps": 8}}
     }
     tuning.save_entries(user / tuning.CACHE_FILE, tag, mine)
-    tuning.add_cache_dir(user)
+    tuning.use(cache_dir=user)
     assert tuning._lookup(tag, "quant_only", "bf16->int8", 3584, 16384)["BLOCK"] == 4096
     # Same GPU, other Python/CUDA: the shipped table still applies; another GPU: it does not.
     assert tuning.shipped_path("H100_cc90_py311_cu129_x86_64") is not None
@@ -115,7 +115,7 @@ def test_bad_tables_are_refused_and_skipped_at_lookup(tmp_path):
     path.write_text(json.dumps({"schema_version": 99, "gpu_tag": "X", "entries": {}}))
     with pytest.raises(UserError, match="schema version 99"):
         tuning.load_table(path)
-    tuning.add_cache_dir(tmp_path)
+    tuning.use(cache_dir=tmp_path)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         config = tuning._lookup("X_cc90_py311_cu129_x86_64", "dequant_bias", "int32->bf16", 64, 16)
