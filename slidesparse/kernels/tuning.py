@@ -7,9 +7,9 @@ or N (dequant_bias) and the bucket is M rounded up to a power of two in [16, 655
 
 Lookup order for a launch: the table in the cache folder the caller's context named with
 :func:`use` (the runner's per-GPU cache, or a user's own tuning), then the table shipped in
-``slidesparse/kernels/tuned/`` for this GPU tag (or, failing that, for the same GPU and compute capability), then :func:`default_config`.
-Within a table the exact key wins, else the nearest tuned M bucket of the same kernel, dtypes
-and size.
+``slidesparse/kernels/tuned/`` for this GPU tag (or, failing that, for the same GPU and
+compute capability), then :func:`default_config`. Within a table the exact key wins, else the
+nearest tuned M bucket of the same kernel, dtypes and size.
 """
 
 from __future__ import annotations
