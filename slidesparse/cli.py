@@ -1,8 +1,9 @@
 """The ``slidesparse`` command line.
 
 Commands are thin: they parse, call one library function and print. Each lives in a module
-of :mod:`slidesparse.commands` that exports ``commands`` (a list of click commands); this
-module only assembles them and turns user errors into one line and exit code 2.
+of :mod:`slidesparse.commands` named after it that exports ``commands`` (a list of click
+commands; subcommands attach to their group); this module only assembles them and turns user
+errors into one line and exit code 2.
 """
 
 from __future__ import annotations
@@ -21,11 +22,18 @@ _COMMAND_MODULES = (
     "env",
     "patterns",
     "verify",
-    "run",
-    "groups",
-    "quant",
-    "gemm",
+    "run_matrix",
+    "plan",
+    "results",
+    "bench",
+    "tune",
+    "bench_quant",
+    "tune_kernels",
+    "bench_gemm",
+    "build_kernels",
     "report",
+    "merge",
+    "import_legacy",
 )
 
 

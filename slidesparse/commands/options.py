@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from slidesparse.core.errors import UserError
+from slidesparse.run.matrix import parse_shard, preset_names
 
 
 class SparsityList(click.ParamType):
@@ -33,3 +36,83 @@ SPARSITY_OPTION = click.option(
     show_default=True,
     help="Comma-separated patterns: 2_L, (L-2):L, 2_inf, dense, or all.",
 )
+
+
+def results_option(fn):
+    return click.option(
+        "--results",
+        "results",
+        type=click.Path(file_okay=False, path_type=Path),
+        envvar="SLIDESPARSE_RESULTS",
+        default=Path("results"),
+        show_default=True,
+        help="Results root (one folder per GPU tag). Env: SLIDESPARSE_RESULTS.",
+    )(fn)
+
+
+def matrix_options(fn):
+    options = [
+        click.option(
+            "--preset",
+            default="smoke",
+            show_default=True,
+            help=f"Matrix preset ({', '.join(preset_names())}) or a path to a matrix .yaml.",
+        ),
+        click.option("--shard", default=None, help="Run shard i/n of the matrix (0 <= i < n)."),
+        click.option("--task", "tasks", multiple=True, help="Only cells of this task (repeat)."),
+        click.option(
+            "--gpus",
+            default="all",
+            show_default=True,
+            help="'all' or device indices (0,1): one warm worker per GPU.",
+        ),
+        click.option(
+            "--workers",
+            type=click.IntRange(min=1),
+            default=1,
+            show_default=True,
+            help="Worker processes on a machine without GPUs.",
+        ),
+        click.option("--retry-failed", is_flag=True, help="Rerun cells whose latest row failed."),
+        click.option(
+            "--retry-skipped", is_flag=True, help="Rerun cells whose latest row is skipped."
+        ),
+        click.option("--rerun-all", is_flag=True, help="Rerun every cell, even those done."),
+        click.option(
+            "--machine",
+            "machine_file",
+            type=click.Path(dir_okay=False, path_type=Path),
+            default=None,
+            help="Plan/run against this machine.json instead of detecting the machine.",
+        ),
+        results_option,
+    ]
+    for opt in reversed(options):
+        fn = opt(fn)
+    return fn
+
+
+def run_options(**kw):
+    """RunOptions from the parsed matrix options (after ``--preset`` was popped)."""
+    from slidesparse.run.runner import RunOptions
+
+    shard = kw.pop("shard")
+    return RunOptions(
+        shard=parse_shard(shard) if shard else None, tasks=tuple(kw.pop("tasks")), **kw
+    )
+
+
+def csv(text: str) -> list[str]:
+    """The non-empty, stripped items of a comma-separated option value."""
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def int_list(text: str, name: str = "M") -> list[int]:
+    """Comma-separated positive integers of option ``--name``; UserError otherwise."""
+    try:
+        values = [int(t) for t in csv(text)]
+    except ValueError:
+        raise UserError(f"--{name} {text!r}: give comma-separated positive integers") from None
+    if not values or any(v <= 0 for v in values):
+        raise UserError(f"--{name} {text!r}: give comma-separated positive integers")
+    return values

@@ -1,28 +1,16 @@
-"""``slidesparse bench gemm`` and ``slidesparse build-kernels``."""
+"""``bench gemm``: dense vs 2_L GEMMs per layer and model total, printed as a table."""
 
 from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import click
 
-from slidesparse.commands.groups import bench
+from slidesparse.commands.bench import bench
+from slidesparse.commands.options import csv, int_list
 from slidesparse.core.errors import UserError
-
-
-def _csv(text: str) -> list[str]:
-    return [t.strip() for t in text.split(",") if t.strip()]
-
-
-def _ints(text: str) -> tuple[int, ...]:
-    try:
-        vals = tuple(int(t) for t in _csv(text))
-    except ValueError:
-        raise UserError(f"--M {text!r} must be comma-separated positive integers") from None
-    if not vals or min(vals) <= 0:
-        raise UserError(f"--M {text!r} must be comma-separated positive integers")
-    return vals
 
 
 @bench.command("gemm")
@@ -40,7 +28,6 @@ def _ints(text: str) -> tuple[int, ...]:
 def bench_gemm(model, square, dtypes, Ms, sparsity, dense_backends, sparse_backends, cache_dir,
                json_out) -> None:  # fmt: skip
     """Dense vs 2_L GEMM latency, speedup, bound and efficiency for one model or square shapes."""
-    from pathlib import Path
 
     from slidesparse import gemm
     from slidesparse.core.sparsity import parse_pattern
@@ -48,17 +35,17 @@ def bench_gemm(model, square, dtypes, Ms, sparsity, dense_backends, sparse_backe
 
     if bool(model) == bool(square):
         raise UserError("give exactly one of --model NAME or --square")
-    for d in _csv(dtypes):
+    for d in csv(dtypes):
         gemm.check_dtype(d)
-    for b in _csv(dense_backends) + _csv(sparse_backends):
+    for b in csv(dense_backends) + csv(sparse_backends):
         gemm.get_spec(b)
     plan = lib.BenchPlan(
         model=model,
-        dtypes=tuple(_csv(dtypes)),
-        Ms=_ints(Ms),
-        patterns=tuple(parse_pattern(p).name for p in _csv(sparsity)),
-        dense_backends=tuple(_csv(dense_backends)),
-        sparse_backends=tuple(_csv(sparse_backends)),
+        dtypes=tuple(csv(dtypes)),
+        Ms=tuple(int_list(Ms)),
+        patterns=tuple(parse_pattern(p).name for p in csv(sparsity)),
+        dense_backends=tuple(csv(dense_backends)),
+        sparse_backends=tuple(csv(sparse_backends)),
     )
     ctx = lib.bench_context(Path(cache_dir) if cache_dir else None)
     click.echo(f"device={ctx.device} gpu_tag={ctx.gpu_tag} cells={len(plan.cells())}")
@@ -78,28 +65,4 @@ def bench_gemm(model, square, dtypes, Ms, sparsity, dense_backends, sparse_backe
                 f.write(json.dumps(r, default=str) + "\n")
 
 
-@click.command("build-kernels")
-@click.option(
-    "--arch-list",
-    "--arch",
-    "arch",
-    default=None,
-    help="TORCH_CUDA_ARCH_LIST, e.g. '8.0;9.0a;10.0a'.",
-)
-@click.option("--out", "out_dir", type=click.Path(), default=None, help="Build directory.")
-@click.option("-v", "--verbose", is_flag=True)
-def build_kernels(arch, out_dir, verbose) -> None:
-    """Compile the csrc extension ahead of time (the Docker images run this)."""
-    from pathlib import Path
-
-    from slidesparse.native import extension
-
-    config = extension.BuildConfig.detect(build_dir=Path(out_dir) if out_dir else None,
-                                          arch_list=arch)  # fmt: skip
-    t0 = time.perf_counter()
-    path = extension.build(config, verbose=verbose)
-    click.echo(f"built {path} in {time.perf_counter() - t0:.1f} s (cuSPARSELt from "
-               f"{config.cusparselt_dir}, arch {config.arch_list or 'native'})")  # fmt: skip
-
-
-commands = [build_kernels]
+commands: list = []  # subcommands attach to their group when this module is imported

@@ -1,0 +1,52 @@
+"""``results``: what a results folder holds, per GPU tag."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import click
+
+from slidesparse.commands.options import results_option
+from slidesparse.core.errors import UserError
+
+
+@click.command("results")
+@click.argument("directory", required=False, type=click.Path(file_okay=False, path_type=Path))
+@results_option
+def results_cmd(directory: Path | None, results: Path) -> None:
+    """Summarize a results directory: per GPU tag, cells by task and status."""
+    from slidesparse.results.store import Store, StoreWarning, summarize
+
+    store = Store(directory or results)
+    if not store.root.is_dir():
+        raise UserError(f"{store.root}: no such results folder; pass the folder run-matrix wrote")
+    tags = store.gpu_tags()
+    if not tags:
+        click.echo(f"no results under {store.root}")
+        return
+    for tag in tags:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", StoreWarning)
+            frame = store.read(tag)
+        machine = store.read_machine(tag) or {}
+        runs = sorted(store.runs_dir(tag).glob("*.jsonl")) if store.runs_dir(tag).is_dir() else []
+        n_cells = frame["cell_id"].nunique() if not frame.empty else 0
+        click.echo(
+            f"{tag}  ({machine.get('gpu_name') or 'no GPU'}): {len(frame)} rows, "
+            f"{n_cells} cells, {len(store.part_files(tag))} part files, {len(runs)} runs"
+        )
+        for w in caught:
+            click.echo(f"  warning: {w.message}")
+        quarantined = list((store.tag_dir(tag) / "quarantine").glob("*"))
+        if quarantined:
+            click.echo(f"  {len(quarantined)} file(s) in quarantine/ (unreadable, kept aside)")
+        table = summarize(frame)
+        for task, grp in table.groupby("task"):
+            parts = ", ".join(
+                f"{int(n)} {s}" for s, n in zip(grp["status"], grp["cells"], strict=True)
+            )
+            click.echo(f"  {task:<14} {parts}")
+
+
+commands = [results_cmd]
