@@ -30,6 +30,8 @@ _COMMAND_MODULES = (
     "bench_quant",
     "tune_kernels",
     "bench_gemm",
+    "bench_e2e",
+    "generate",
     "build_kernels",
     "report",
     "merge",

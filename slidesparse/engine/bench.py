@@ -1,0 +1,338 @@
+"""``bench e2e``: tokens/s of the engine per (dtype, sparsity, phase, M), with the time split
+that explains it.
+
+Shapes follow the paper's vLLM runs (SLIDESPARSE.md §7): prefill at M tokens is
+ceil(M/1024) sequences of min(M, 1024) tokens in one forward; decode at M is M concurrent
+sequences after a 16-token prompt, timed over ``decode_steps`` graph replays. ``dense`` is the
+w8a8 engine on the unpruned weights (cuBLASLt); ``2_L`` the slidesparse engine (cuSPARSELt).
+
+Each row carries, besides tokens/s (median over ``repeats`` after warm-up, with p25/p75):
+
+* ``speedup_vs_dense``: against the dense w8a8 row of the same run (dtype, phase, M);
+* ``kernel_speedup``: the kernel-level model total at the same M: the four layer GEMMs
+  alone (``engine_mm`` with the engine's own searched configs), summed, dense over sparse;
+* ``linear_share`` / ``gemm_share``: time of the step's linear layers alone (quant + GEMM +
+  dequant, resp. GEMM only; four layers x layer count) over the step time;
+* ``bound_s`` and ``pct_of_bound``: prefill: the GEMM + attention time alone; decode: weight
+  bytes read per step over the measured copy bandwidth;
+* ``peak_mem_gb``; and with ``hf=True`` the HF transformers bf16 prefill of the same batch.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from slidesparse.core import timing
+from slidesparse.core.errors import UserError
+from slidesparse.engine.generate import build_engine
+
+PHASES = ("prefill", "decode")
+DEFAULT_M = {"prefill": (16384,), "decode": (1, 64, 256)}
+PROMPT_DECODE = 16
+MAX_PREFILL_SEQ = 1024
+
+
+def prefill_shape(M: int) -> tuple[int, int]:
+    """(sequences, tokens each) of a prefill at M tokens."""
+    return math.ceil(M / MAX_PREFILL_SEQ), min(M, MAX_PREFILL_SEQ)
+
+
+@dataclass(frozen=True)
+class E2EPlan:
+    """What one ``bench e2e`` runs."""
+
+    model: str
+    dtypes: tuple[str, ...] = ("int8", "fp8")
+    sparsities: tuple[str, ...] = ("dense", "2_4", "2_6", "2_8", "2_10")
+    phases: tuple[str, ...] = PHASES
+    Ms: dict | None = None  # phase -> M values; None: DEFAULT_M
+    repeats: int = 10
+    warmup: int = 3
+    decode_steps: int = 64
+    bf16: bool = True  # also the bf16 engine (reference)
+    hf: bool = False  # also HF transformers bf16 prefill
+    search: bool = True
+    cache_dir: str | None = None
+    device: str | None = None
+
+    def m_values(self, phase: str) -> tuple[int, ...]:
+        return tuple((self.Ms or {}).get(phase) or DEFAULT_M[phase])
+
+
+def _time(fn: Callable[[], object], device: str, repeats: int, warmup: int) -> dict:
+    t = timing.time_fn(fn, device, repeats=repeats, warmup=warmup)
+    s = timing.summarize(t)
+    return {
+        "median_s": s["latency_us"] * 1e-6,
+        "p25_s": s["latency_p25_us"] * 1e-6,
+        "p75_s": s["latency_p75_us"] * 1e-6,
+        "n": s["n_samples"],
+        "timer": s["timer"],
+    }
+
+
+def copy_bandwidth(device: str) -> float | None:
+    """Bytes/s of a device-to-device copy (read + write counted) of 1 GiB."""
+    if device != "cuda":
+        return None
+    n = 1 << 30
+    src = torch.empty(n, dtype=torch.uint8, device=device)
+    dst = torch.empty_like(src)
+    t = _time(lambda: dst.copy_(src), device, 10, 3)
+    return 2 * n / t["median_s"]
+
+
+def _layer_parts(engine, M: int, device: str, repeats: int) -> dict:
+    """Seconds of the four layer linears alone at M rows (x layer count), and their GEMMs."""
+    from slidesparse.engine.linear import QuantLinear, engine_mm
+
+    layer = engine.model.layers[0]
+    mods = [layer.attn.qkv_proj, layer.attn.o_proj, layer.mlp.gate_up_proj, layer.mlp.down_proj]
+    lin_s = gemm_s = 0.0
+    g = torch.Generator(device=device).manual_seed(0)
+    with torch.inference_mode():
+        for m in mods:
+            x = torch.randn(M, m.K, device=device, dtype=torch.bfloat16, generator=g)
+            lin_s += _time(lambda m=m, x=x: m(x), device, repeats, 2)["median_s"]
+            if isinstance(m, QuantLinear):
+                q = m.quantize(x)[0]
+                m.gemm(q)  # picks (or searches) the config for this M_pad
+                cfg = m.configs[q.shape[0]]
+                call = lambda m=m, q=q, cfg=cfg: engine_mm(  # noqa: E731
+                    q, m.weight, m.N, m.kind, m.acc_dtype, cfg
+                )
+                gemm_s += _time(call, device, repeats, 2)["median_s"]
+            else:
+                gemm_s += _time(lambda m=m, x=x: m(x), device, repeats, 2)["median_s"]
+    n = engine.cfg.num_layers
+    return {"linear_s": lin_s * n, "gemm_s": gemm_s * n}
+
+
+def _attention_s(engine, B: int, S: int, device: str, repeats: int) -> float:
+    """Prefill attention alone (SDPA, causal) x layer count."""
+    c = engine.cfg
+    q = torch.randn(B, c.heads, S, c.head_dim, device=device, dtype=torch.bfloat16)
+    k, v = torch.randn_like(q), torch.randn_like(q)
+    f = torch.nn.functional.scaled_dot_product_attention
+    return _time(lambda: f(q, k, v, is_causal=True), device, repeats, 2)["median_s"] * c.num_layers
+
+
+def _case(engine, phase: str, M: int, plan: E2EPlan, device: str, bw: float | None) -> dict:
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    g = torch.Generator(device="cpu").manual_seed(M)
+    vocab = engine.cfg.vocab_size
+    with torch.inference_mode():
+        if phase == "prefill":
+            B, S = prefill_shape(M)
+            toks = torch.randint(0, vocab, (B, S), generator=g).to(device)
+            engine.reset(B, S + 1)
+            t = _time(lambda: engine.model.prefill(toks), device, plan.repeats, plan.warmup)
+            tokens = B * S
+            parts = _layer_parts(engine, B * S, device, plan.repeats)
+            attn = _attention_s(engine, B, S, device, plan.repeats)
+            bound = parts["gemm_s"] + attn
+            extra = {"batch": B, "seq_len": S, "attention_s": attn, "bound": "gemm+attention"}
+        else:
+            B, steps = M, plan.decode_steps
+            toks = torch.randint(0, vocab, (B, PROMPT_DECODE), generator=g).to(device)
+            engine.prefill(toks, max_new=steps + 1)
+            engine.capture()
+
+            def run():
+                engine.pos.fill_(PROMPT_DECODE)
+                engine._host_pos = PROMPT_DECODE
+                for _ in range(steps):
+                    engine.step()
+
+            t = _time(run, device, plan.repeats, plan.warmup)
+            t = {**t, **{k: t[k] / steps for k in ("median_s", "p25_s", "p75_s")}}
+            tokens = B
+            parts = _layer_parts(engine, B, device, plan.repeats)
+            wbytes = engine.weight_bytes()
+            bound = wbytes / bw if bw else None
+            extra = {
+                "batch": B,
+                "seq_len": PROMPT_DECODE,
+                "decode_steps": steps,
+                "weight_bytes": wbytes,
+                "copy_gbps": bw / 1e9 if bw else None,
+                "bound": "weight_bytes/copy_bandwidth",
+            }
+    step = t["median_s"]
+    return {
+        "phase": phase,
+        "M": M,
+        "tokens_per_s": tokens / step,
+        "tokens_per_s_p25": tokens / t["p75_s"],
+        "tokens_per_s_p75": tokens / t["p25_s"],
+        "step_ms": step * 1e3,
+        "n_samples": t["n"],
+        "timer": t["timer"],
+        "linear_share": parts["linear_s"] / step,
+        "gemm_share": parts["gemm_s"] / step,
+        "gemm_s": parts["gemm_s"],
+        "linear_s": parts["linear_s"],
+        "bound_s": bound,
+        "pct_of_bound": bound / step if bound else None,
+        "peak_mem_gb": torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else None,
+        **extra,
+    }
+
+
+def _free(device: str) -> None:
+    gc.collect()
+    if device == "cuda":
+        torch.cuda.empty_cache()
+
+
+def hf_prefill(model: str, cases: list[tuple[int, int]], plan: E2EPlan, device: str) -> dict:
+    """HF transformers bf16 prefill tokens/s per (B, S), random weights at the same config."""
+    try:
+        import transformers
+    except ImportError:
+        return {}
+    from slidesparse.engine.config import resolve_config
+
+    cfg, folder = resolve_config(model)
+    if folder is not None:
+        hf_cfg = transformers.AutoConfig.from_pretrained(str(folder))
+    else:
+        hf_cfg = _hf_config(transformers, cfg)
+    hf_cfg._attn_implementation = "sdpa"
+    with torch.device(device):
+        try:
+            net = transformers.AutoModelForCausalLM.from_config(hf_cfg, dtype=torch.bfloat16)
+        except TypeError:  # transformers < 4.56 spells it torch_dtype
+            net = transformers.AutoModelForCausalLM.from_config(hf_cfg, torch_dtype=torch.bfloat16)
+    net.eval()
+    out = {}
+    with torch.inference_mode():
+        for B, S in cases:
+            toks = torch.randint(0, cfg.vocab_size, (B, S), device=device)
+            t = _time(
+                lambda toks=toks: net(toks, use_cache=False, logits_to_keep=1),
+                device,
+                plan.repeats,
+                plan.warmup,
+            )
+            out[(B, S)] = B * S / t["median_s"]
+    net = None  # free the HF model before the engines load
+    _free(device)
+    return out
+
+
+def _hf_config(transformers, cfg):
+    common = dict(
+        hidden_size=cfg.hidden,
+        intermediate_size=cfg.intermediate,
+        num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.heads,
+        num_key_value_heads=cfg.kv_heads,
+        head_dim=cfg.head_dim,
+        vocab_size=cfg.vocab_size,
+        rms_norm_eps=cfg.rms_eps,
+        rope_theta=cfg.rope_theta,
+        tie_word_embeddings=cfg.tie_word_embeddings,
+        max_position_embeddings=cfg.max_position,
+    )
+    if cfg.family == "llama":
+        rs = cfg.rope_scaling
+        scaling = (
+            None
+            if rs is None
+            else {
+                "rope_type": "llama3",
+                "factor": rs.factor,
+                "low_freq_factor": rs.low_freq_factor,
+                "high_freq_factor": rs.high_freq_factor,
+                "original_max_position_embeddings": rs.original_max_position,
+            }
+        )
+        return transformers.LlamaConfig(**common, rope_scaling=scaling)
+    return transformers.Qwen2Config(**common)
+
+
+def run_e2e(plan: E2EPlan, on_row: Callable[[dict], None] | None = None) -> list[dict]:
+    """Every case of ``plan``; rows in run order (dense before the sparse rows it anchors)."""
+    device = plan.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    for p in plan.phases:
+        if p not in PHASES:
+            raise UserError(f"unknown phase {p!r}; valid: {', '.join(PHASES)}")
+    bw = copy_bandwidth(device)
+    rows: list[dict] = []
+    hf = {}
+    if plan.hf and "prefill" in plan.phases:
+        hf = hf_prefill(
+            plan.model, [prefill_shape(M) for M in plan.m_values("prefill")], plan, device
+        )
+    variants = [("bf16", None, None)] if plan.bf16 else []
+    for dtype in plan.dtypes:
+        sps = sorted(plan.sparsities, key=lambda s: s != "dense")  # dense first
+        variants += [("w8a8" if s == "dense" else "slidesparse", dtype, s) for s in sps]
+    dense_rows: dict[tuple, dict] = {}
+    for backend, dtype, sp in variants:
+        eng = build_engine(
+            plan.model,
+            backend,
+            dtype=dtype or "int8",
+            sparsity=None if sp in (None, "dense") else sp,
+            device=device,
+            cache_dir=plan.cache_dir,
+            search=plan.search,
+        )
+        for phase in plan.phases:
+            for M in plan.m_values(phase):
+                r = _case(eng, phase, M, plan, device, bw)
+                row = {
+                    "model": eng.info.model,
+                    "backend": backend,
+                    "dtype": dtype or "bf16",
+                    "sparsity": sp or "dense",
+                    "gemm": eng.info.gemm,
+                    "device": device,
+                    "gpu_tag": eng.info.gpu_tag,
+                    **r,
+                }
+                key = (dtype, phase, M)
+                if backend == "w8a8":
+                    dense_rows[key] = row
+                base = dense_rows.get(key)
+                row["speedup_vs_dense"] = (
+                    row["tokens_per_s"] / base["tokens_per_s"] if base else None
+                )
+                row["kernel_speedup"] = base["gemm_s"] / row["gemm_s"] if base else None
+                if phase == "prefill" and prefill_shape(M) in hf:
+                    row["hf_tokens_per_s"] = hf[prefill_shape(M)]
+                    row["speedup_vs_hf"] = row["tokens_per_s"] / row["hf_tokens_per_s"]
+                if eng.selector is not None:
+                    row["searched"] = sum(1 for e in eng.selector.log if not e.get("cached"))
+                rows.append(row)
+                if on_row:
+                    on_row(row)
+        del eng
+        _free(device)
+    return rows
+
+
+def format_row(r: dict) -> str:
+    """One printed line per case."""
+
+    def f(v, fmt):
+        return "-" if v is None else format(v, fmt)
+
+    return (
+        f"{r['model']:<12} {r['dtype']:<5} {r['sparsity']:<6} {r['phase']:<7} "
+        f"M={r['M']:<6} {r['tokens_per_s']:>12,.0f} tok/s  "
+        f"vs dense {f(r.get('speedup_vs_dense'), '.3f')}x  "
+        f"kernel {f(r.get('kernel_speedup'), '.3f')}x  "
+        f"linear {r['linear_share']:.0%} (gemm {r['gemm_share']:.0%})  "
+        f"bound {f(r.get('pct_of_bound'), '.0%')}  "
+        f"mem {f(r.get('peak_mem_gb'), '.1f')} GB"
+        + (f"  vs HF {r['speedup_vs_hf']:.2f}x" if r.get("speedup_vs_hf") else "")
+    )

@@ -1,0 +1,197 @@
+"""Linear backends of the engine: ``bf16``, ``w8a8`` (dense) and ``slidesparse`` (2_L).
+
+Each backend is an ``nn.Module`` with ``forward(x [..., K]) -> [..., N]`` (bf16 in and out),
+so one engine instance swaps every linear layer by building it with another backend. The
+quantized backends are three registered custom ops in a row, each with a fake, so
+``torch.compile`` sees opaque nodes of known shape and a CUDA graph captures the launches:
+
+* w8a8:        quant_only(x) -> engine_mm(q, W_q)            -> dequant_bias
+* slidesparse: quant_slide(x) -> engine_mm(q_lift, W_slide)  -> dequant_bias
+
+``engine_mm`` (defined here) is the raw GEMM ``acc[M_pad, N] = q · Wᵀ`` on the GEMM backend
+picked for the engine: cuBLASLt / cuSPARSELt from the csrc extension on a GPU (algorithm from
+the GPU tag's search cache, see :mod:`slidesparse.engine.algos`), torch's built-ins where the
+extension cannot load, and ``cpu-ref`` on a CPU: an fp64 matmul of the quantized values.
+fp64 is exact there for both operand types (INT8 products are integers below 2^14; E4M3
+values are multiples of 2^-9, so every product is a multiple of 2^-18 below 2^17.6 and any
+sum of fewer than ~170,000 of them fits fp64's 53 bits), hence the CPU slide path equals the
+dense path bit for bit for INT8 and FP8 alike.
+
+Weights are quantized per output channel, symmetric, by :func:`quantize_weight`, *before*
+the slide: sliding only moves values and inserts zeros, so both backends hold the same
+quantized numbers and the same scales.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from slidesparse.kernels import numerics
+
+BACKENDS = ("bf16", "w8a8", "slidesparse")
+QMAX = {torch.int8: 127.0, torch.float8_e4m3fn: 448.0}
+# The engine's GEMM output per operand dtype: INT8 accumulates exactly into INT32; FP8 writes
+# BF16, as the kernel matrix's FP8 cells do, so search-cache entries are shared with it.
+ACC_DTYPE = {torch.int8: torch.int32, torch.float8_e4m3fn: torch.bfloat16}
+GEMM_KINDS = ("cpu-ref", "cublaslt", "cusparselt", "torch-builtin", "torch-cslt")
+
+__all__ = ["BACKENDS", "Bf16Linear", "QuantLinear", "engine_mm", "quantize_weight"]
+
+
+# --- the GEMM op ---------------------------------------------------------------------------
+
+
+@torch.library.custom_op("slidesparse::engine_mm", mutates_args=())
+def engine_mm(
+    x: torch.Tensor, w: torch.Tensor, N: int, kind: str, out_dtype: torch.dtype, cfg: list[int]
+) -> torch.Tensor:
+    """``acc[M, N] = x[M, K'] · W[N, K']ᵀ`` on GEMM backend ``kind`` with config ``cfg``.
+
+    x: int8 / float8_e4m3fn, contiguous. w: the weight in ``kind``'s form: [N, K'] of x's
+    dtype (cpu-ref, cublaslt, torch-builtin) or a compressed 2:4 buffer (cusparselt,
+    torch-cslt). cfg: cublaslt ``[algo_index, separate_c]``; cusparselt ``[alg_id, split_k,
+    split_k_mode, layout]``; torch-cslt ``[alg_id, split_k, split_k_mode]``; others ``[]``.
+    """
+    if kind == "cpu-ref":
+        y = x.double() @ w.double().T  # exact, see the module docstring
+        return y.round().to(out_dtype) if out_dtype == torch.int32 else y.to(out_dtype)
+    if kind == "cublaslt":
+        from slidesparse.native import ops
+
+        return ops.cublaslt_mm(x, w, out_dtype, cfg[0], bool(cfg[1]))
+    if kind == "cusparselt":
+        from slidesparse.native import ops
+
+        return ops.cusparselt_mm(w, x, N, out_dtype, cfg[0], cfg[1], cfg[2], cfg[3])
+    if kind == "torch-cslt":
+        # torch wants the activation as a transposed view; transpose_result gives [M, N].
+        return torch._cslt_sparse_mm(w, x.T, None, None, out_dtype, True, cfg[0], cfg[1], cfg[2])
+    if kind == "torch-builtin":
+        if x.dtype == torch.int8:
+            return torch._int_mm(x, w.T)
+        one = torch.ones((), device=x.device, dtype=torch.float32)
+        return torch._scaled_mm(x, w.T, one, one, out_dtype=out_dtype)
+    raise ValueError(f"engine_mm: unknown GEMM kind {kind!r}; valid: {', '.join(GEMM_KINDS)}")
+
+
+@engine_mm.register_fake
+def _engine_mm_fake(x, w, N, kind, out_dtype, cfg):
+    torch._check(x.dim() == 2, lambda: f"engine_mm: x must be 2-D, got {x.dim()}-D")
+    if kind in ("cpu-ref", "cublaslt", "torch-builtin"):
+        torch._check(w.dim() == 2 and w.shape[0] == N, lambda: "engine_mm: w must be [N, K]")
+        torch._check(
+            w.shape[1] == x.shape[1],
+            lambda: f"engine_mm: K of x ({x.shape[1]}) and w ({w.shape[1]}) differ",
+        )
+    return x.new_empty((x.shape[0], N), dtype=out_dtype)
+
+
+# --- weight quantization -------------------------------------------------------------------
+
+
+def quantize_weight(w: torch.Tensor, qdtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-output-channel symmetric quantization: w [N, K] -> (q [N, K] qdtype, scale [N] fp32).
+
+    ``scale[n] = max(absmax(w[n]), 1e-12) / QMAX``; INT8 rounds half to even then clamps to
+    +-127, FP8 clamps to +-448 then casts (round to nearest even), the activation contract of
+    :mod:`slidesparse.kernels.numerics`. Zeros stay zeros, so a pruned pattern survives.
+    """
+    qmax = QMAX[qdtype]
+    amax = w.float().abs().amax(dim=1).clamp_min(numerics.AMAX_FLOOR)  # [N]
+    qmax_t = torch.full_like(amax, qmax)
+    scale = amax / qmax_t
+    y = w.float() * (qmax_t / amax)[:, None]
+    y = y.clamp(-qmax, qmax)
+    q = torch.round(y).to(torch.int8) if qdtype == torch.int8 else y.to(qdtype)
+    return q, scale
+
+
+# --- modules -------------------------------------------------------------------------------
+
+
+class Bf16Linear(nn.Module):
+    """The reference: ``y = x · Wᵀ + b`` in bf16 (torch's cuBLAS GEMM)."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None):
+        super().__init__()
+        self.N, self.K = weight.shape
+        self.register_buffer("weight", weight, persistent=False)  # [N, K] bf16
+        self.register_buffer("bias", bias, persistent=False)  # [N] or None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight, self.bias)
+
+    def weight_bytes(self) -> int:
+        return self.weight.numel() * self.weight.element_size()
+
+
+class QuantLinear(nn.Module):
+    """W8A8 linear on the quant kernels: dense (``pattern`` None) or SlideSparse 2_L.
+
+    weight: the GEMM operand in ``kind``'s form (see :func:`engine_mm`); w_scale [N] fp32;
+    bias [N] bf16 or None. ``selector`` picks the GEMM algorithm per padded M (searched once
+    per shape on a GPU, then reused; see :class:`slidesparse.engine.algos.AlgoSelector`).
+    """
+
+    def __init__(
+        self,
+        *,
+        N: int,
+        K: int,
+        qdtype: torch.dtype,
+        pattern: str | None,
+        kind: str,
+        weight: torch.Tensor,
+        w_scale: torch.Tensor,
+        bias: torch.Tensor | None,
+        selector=None,
+        name: str = "",
+    ):
+        super().__init__()
+        self.N, self.K = N, K
+        self.qdtype = qdtype
+        self.acc_dtype = ACC_DTYPE[qdtype]
+        self.pattern = pattern  # None: dense w8a8
+        self.kind = kind
+        self.selector = selector
+        self.name = name
+        self.register_buffer("weight", weight, persistent=False)
+        self.register_buffer("w_scale", w_scale, persistent=False)  # [N] fp32
+        self.register_buffer("bias", bias, persistent=False)  # [N] bf16 or None
+        self.configs: dict[int, list[int]] = {}  # M_pad -> engine_mm cfg
+
+    def quantize(self, x2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x2 [M, K] -> (q [M_pad, K_pad | K_slide], scale_a [M_pad])."""
+        # Imported here, not at module load: importing triton must wait until a CPU run has
+        # switched the interpreter on (slidesparse.engine.generate does so).
+        from slidesparse.kernels import ops as kops
+
+        if self.pattern is None:
+            return kops.quant_only(x2, self.qdtype)
+        return kops.quant_slide(x2, self.pattern, self.qdtype)
+
+    def gemm(self, q: torch.Tensor) -> torch.Tensor:
+        """acc [M_pad, N] for a quantized activation, with the searched config for M_pad."""
+        cfg = self.configs.get(q.shape[0])
+        if cfg is None:
+            cfg = [] if self.selector is None else self.selector.pick(self, q)
+            self.configs[q.shape[0]] = cfg
+        return engine_mm(q, self.weight, self.N, self.kind, self.acc_dtype, cfg)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from slidesparse.kernels import ops as kops
+
+        lead = x.shape[:-1]
+        x2 = x.reshape(-1, self.K)  # [M, K]
+        M = x2.shape[0]
+        q, scale_a = self.quantize(x2)  # M padded to 16 by the kernels
+        acc = self.gemm(q)  # [M_pad, N]
+        if acc.shape[0] != M:
+            acc, scale_a = acc[:M], scale_a[:M]  # row slices stay contiguous
+        y = kops.dequant_bias(acc, scale_a, self.w_scale, self.bias, x.dtype)  # [M, N]
+        return y.view(*lead, self.N)
+
+    def weight_bytes(self) -> int:
+        return self.weight.numel() * self.weight.element_size()

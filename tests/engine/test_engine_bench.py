@@ -1,0 +1,84 @@
+"""``bench e2e`` end to end on the tiny model (CPU: the code path; GPU: real numbers)."""
+
+import json
+
+import pytest
+import torch
+from engine_tiny import write_tiny
+
+
+@pytest.mark.slow
+def test_bench_e2e_cli_writes_rows(tmp_path, capsys):
+    from slidesparse.cli import main
+
+    folder = write_tiny(tmp_path / "m", "llama")
+    out = tmp_path / "rows.jsonl"
+    rc = main(
+        [
+            "bench",
+            "e2e",
+            "--model",
+            str(folder),
+            "--dtype",
+            "int8",
+            "--sparsity",
+            "dense,2_8",
+            "--prefill-M",
+            "32",
+            "--decode-M",
+            "2",
+            "--decode-steps",
+            "2",
+            "--repeats",
+            "1",
+            "--warmup",
+            "1",
+            "--no-bf16",
+            "--json-out",
+            str(out),
+        ]
+    )
+    assert rc == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(r["sparsity"], r["phase"]) for r in rows] == [
+        ("dense", "prefill"),
+        ("dense", "decode"),
+        ("2_8", "prefill"),
+        ("2_8", "decode"),
+    ]
+    for r in rows:
+        assert r["tokens_per_s"] > 0 and r["speedup_vs_dense"] is not None
+        assert r["kernel_speedup"] > 0 and r["linear_share"] > 0
+    assert rows[0]["batch"] == 1 and rows[0]["seq_len"] == 32
+    assert "vs dense" in capsys.readouterr().out
+
+
+def test_prefill_shape():
+    from slidesparse.engine.bench import prefill_shape
+
+    assert prefill_shape(16384) == (16, 1024)
+    assert prefill_shape(512) == (1, 512)
+    assert prefill_shape(1500) == (2, 1024)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_bench_e2e_gpu_small(tmp_path):
+    """A short real run at Llama3.2-1B shapes: rows come back with sane numbers."""
+    from slidesparse.engine.bench import E2EPlan, run_e2e
+
+    plan = E2EPlan(
+        model="Llama3.2-1B",
+        dtypes=("int8",),
+        sparsities=("dense", "2_8"),
+        Ms={"prefill": (2048,), "decode": (16,)},
+        repeats=3,
+        warmup=2,
+        decode_steps=8,
+        bf16=True,
+    )
+    rows = run_e2e(plan)
+    assert len(rows) == 6
+    for r in rows:
+        assert r["tokens_per_s"] > 0 and r["peak_mem_gb"] > 0
+        assert 0 < r["gemm_share"] < 1.5
