@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from machines import make_machine
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
@@ -26,15 +27,6 @@ SEED = SHARED / "seed-reports"
 def device() -> str:
     """Where the kernels run: "cuda", or "cpu" under the interpreter."""
     return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def make_machine(tag: str, cc=None, memory_bytes=None, **fields):
-    """A :class:`MachineRecord` with the given tag, compute capability and device memory."""
-    from slidesparse.core.hardware import MachineRecord
-
-    return MachineRecord.from_dict(
-        {"gpu_tag": tag, "cc": cc, "memory_bytes": memory_bytes, **fields}
-    )
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import textwrap
 from collections import Counter
 
 import pytest
-from conftest import make_machine
+from machines import make_machine
 
 from slidesparse.core.errors import UserError
 from slidesparse.run.matrix import (
