@@ -64,7 +64,7 @@ def pruned_weight(N: int, K: int, dtype: str, pattern, *, seed: int, device: str
     """A random [N, K] weight (fp32 values exact in ``dtype``) pruned to ``pattern``.
 
     ``dense`` and ``2_inf`` keep every value: 2_inf is the dense weight run through the
-    slide path (SLIDESPARSE.md §2).
+    slide path (docs/method.md, "Patterns").
     """
     from slidesparse.core import sparsity
 

@@ -2,7 +2,8 @@
 
 * ``torch-builtin`` (dense): ``torch._int_mm`` (INT8 -> INT32), ``torch._scaled_mm`` (FP8 ->
   BF16, unit tensor-wise scales), ``torch.mm`` (FP16, BF16). These are the reference points
-  the issue's targets name; ``_int_mm`` is known to be weak on Hopper (SLIDESPARSE.md §5).
+  the issue's targets name; ``_int_mm`` is known to be weak on Hopper (docs/method.md, "GEMM
+  backends and baselines").
 * ``torch-cslt`` (2:4 sparse): ``torch._cslt_compress`` + ``torch._cslt_sparse_mm`` with the
   algorithm searched over alg_id x split_k, since the default alg_id 0 can be 2x slower.
 

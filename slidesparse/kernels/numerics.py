@@ -1,7 +1,7 @@
 """The numeric contract shared by the quant kernels, their torch reference and the tests.
 
-Per-token symmetric quantization (SLIDESPARSE.md §4), with every rounding spelled out so
-that the Triton kernels (GPU or interpreter) and the torch reference agree bit for bit:
+Per-token symmetric quantization (docs/method.md, "Quantization"), with every rounding spelled
+out so that the Triton kernels (GPU or interpreter) and the torch reference agree bit for bit:
 
 * ``amax[m] = max_k |x[m, k]|``; a NaN or inf anywhere in the row makes ``amax`` +inf.
 * ``scale[m] = max(amax, AMAX_FLOOR) / QMAX`` and ``inv[m] = QMAX / max(amax, AMAX_FLOOR)``,

@@ -74,7 +74,7 @@ def resolve_cells(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def order_models(models: Iterable[str]) -> list[str]:
-    """Models in the SLIDESPARSE.md order (smallest first), unknown ones after, sorted."""
+    """Models in the order of docs/method.md, "Models" (smallest first); unknown ones after."""
     try:
         from slidesparse.core.models import MODELS
 

@@ -1,4 +1,6 @@
-"""Import the original research scripts' result folders (SLIDESPARSE.md §10) into the store.
+"""Import the original research scripts' result folders into the store.
+
+The formats are described in docs/method.md, "Legacy result folders".
 
 Two kinds of folders are read, wherever they sit under the given path:
 
@@ -137,8 +139,8 @@ def _read_header(path: Path) -> dict[str, str]:
 def _layer_of(model: str, pattern: str | None, n: int, k_file: int) -> tuple[str, int]:
     """(layer, original K) of a file's (N, K); sparse files list K after sliding.
 
-    The legacy scripts padded K_slide slightly differently from SLIDESPARSE.md §3 (e.g. 3520
-    instead of 3552 for K=2048 under 2_14), so the layer is the one with this N whose
+    The legacy scripts padded K_slide slightly differently from docs/method.md, "The
+    transform" (e.g. 3520 instead of 3552 for K=2048 under 2_14), so the layer is the one with this N whose
     expected K_slide is nearest, within 5%.
     """
     from slidesparse.core.models import get_model

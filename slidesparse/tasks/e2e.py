@@ -1,6 +1,6 @@
 """Tasks ``e2e-prefill`` and ``e2e-decode``: vLLM's offline throughput benchmark per cell.
 
-The engine arguments follow SLIDESPARSE.md §7 exactly and are recorded in every row.
+The engine arguments follow docs/method.md, "The matrix" exactly and are recorded in every row.
 vLLM runs in a subprocess (``vllm bench throughput``) so that its own CUDA state, memory
 pools and compile caches never leak into the warm worker. Without vLLM installed, a cell is
 ``Unsupported`` (recorded skipped, not failed).
@@ -31,7 +31,7 @@ from slidesparse.core.process import die_with_parent
 from slidesparse.tasks import TaskContext, register_task
 from slidesparse.tasks.axes import Axes, ModelName, Sparsity, W8A8Dtype, axis, product
 
-# Public W8A8 checkpoints (compressed-tensors) per model and dtype (SLIDESPARSE.md §6).
+# Public W8A8 checkpoints (compressed-tensors) per model and dtype (docs/method.md, "Models").
 _CHECKPOINTS = {
     ("Llama3.2-1B", "int8"): "RedHatAI/Llama-3.2-1B-Instruct-quantized.w8a8",
     ("Llama3.2-1B", "fp8"): "RedHatAI/Llama-3.2-1B-Instruct-FP8-dynamic",

@@ -4,7 +4,7 @@
 returns its rows; :func:`speedup_table` turns rows into the comparison the paper reports:
 per layer and model total, the dense latency (the strongest dense backend measured in the
 same run), each pattern's latency, speedup, ideal bound L/(L-2), % of bound, efficiency vs
-2_4 (SLIDESPARSE.md §5) and achieved TOPS against the dense peak.
+2_4 (docs/method.md, "GEMM backends and baselines") and achieved TOPS against the dense peak.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from pathlib import Path
 from slidesparse.core import metrics
 from slidesparse.core.errors import Unsupported
 
-# Published H100 PCIe model-total speedups (SLIDESPARSE.md §11): (setting) -> {pattern: x}.
+# Published H100 PCIe model-total speedups (docs/method.md, "Published figures"):
+# (setting) -> {pattern: x}.
 PUBLISHED = {
     ("int8", "Qwen2.5-14B", 16384): {"2_4": 2.01, "2_6": 1.51, "2_8": 1.36, "2_10": 1.26},
     ("int8", "Qwen2.5-7B", 16384): {"2_4": 1.54, "2_6": 1.13, "2_8": 1.06, "2_10": 1.02},

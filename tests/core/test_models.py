@@ -9,7 +9,7 @@ import pytest
 from slidesparse.core.errors import UserError
 from slidesparse.core.models import MODELS, get_model, model_from_hf_config, resolve_model
 
-# SLIDESPARSE.md §6: (qkv, o, gate_up, down) as (N, K), layers.
+# docs/method.md, "Models": (qkv, o, gate_up, down) as (N, K), layers.
 TABLE = {
     "Llama3.2-1B": (((3072, 2048), (2048, 2048), (16384, 2048), (2048, 8192)), 16),
     "Llama3.2-3B": (((5120, 3072), (3072, 3072), (16384, 3072), (3072, 8192)), 28),

@@ -28,7 +28,7 @@ from slidesparse.core.sparsity import (
     slide_weight,
 )
 
-# SLIDESPARSE.md §3, cell for cell: K -> K_slide for 2_4 ... 2_16, 2_inf.
+# docs/method.md, "The transform", cell for cell: K -> K_slide for 2_4 ... 2_16, 2_inf.
 K_SLIDE_TABLE = {
     2048: (2048, 2752, 3072, 3296, 3424, 3552, 3584, 4096),
     2560: (2560, 3424, 3840, 4096, 4288, 4416, 4480, 5120),
