@@ -77,8 +77,8 @@ def probe_groups(which: str) -> list[list[dict]]:
     ``h200``: (c) split-K 2/4 and Segment-K per mode, dtype and layout; (d) every alg id x
     layout of the first 16-bit cell that crashed on an H200 (M=256, N=512, K=1000 ->
     K_slide=1024 at 2_4). ``fp16-square``: the H100 FP16 square failure (docs/method.md,
-    "Known failures"): alg ids 0-63 x layout at M=N=K in 128 and 1024, FP16 and BF16 side by side. Ids past a
-    problem's count fail fast with "out of range".
+    "Known failures"): alg ids 0-63 x layout at M=N=K in 128 and 1024, FP16 and BF16 side by
+    side. Ids past a problem's count fail fast with "out of range".
     """
     from slidesparse.gemm import probe
 

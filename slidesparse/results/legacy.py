@@ -140,8 +140,8 @@ def _layer_of(model: str, pattern: str | None, n: int, k_file: int) -> tuple[str
     """(layer, original K) of a file's (N, K); sparse files list K after sliding.
 
     The legacy scripts padded K_slide slightly differently from docs/method.md, "The
-    transform" (e.g. 3520 instead of 3552 for K=2048 under 2_14), so the layer is the one with this N whose
-    expected K_slide is nearest, within 5%.
+    transform" (e.g. 3520 instead of 3552 for K=2048 under 2_14), so the layer is the one with
+    this N whose expected K_slide is nearest, within 5%.
     """
     from slidesparse.core.models import get_model
     from slidesparse.core.sparsity import k_slide
