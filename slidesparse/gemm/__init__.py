@@ -3,8 +3,9 @@
 A backend computes ``Y[M, N] = X[M, K] · W[N, K]ᵀ`` for one operand dtype. Dense backends
 take the pruned weight as it is; sparse backends take it slid to ``K_slide`` (docs/method.md,
 "The transform") and the activation lifted the same way, so both compute the same product.
-Each backend is a class registered with :func:`register_backend`, which records what it needs (CUDA, a
-minimum compute capability, the csrc extension, the dtypes it implements) so that the
+Each backend is a class registered with :func:`register_backend`, which records what it
+needs (CUDA, a minimum compute capability, the csrc extension, the dtypes it implements) so
+that the
 ``kernel-gemm`` task can turn an impossible cell into ``Unsupported(reason)`` before any
 work, and :func:`select_backend` can fall back from csrc to torch built-ins.
 
