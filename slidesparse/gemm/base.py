@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from slidesparse.core.errors import Unsupported
+
 
 @dataclass
 class PreparedWeight:
@@ -32,9 +34,19 @@ class GemmBackend:
 
     name = "base"
     sparse = False
+    # Operand dtype -> the raw outputs this backend can write from it.
+    out_dtypes: dict[str, tuple[str, ...]] = {}  # noqa: RUF012 - a per-class table, never mutated
 
     def __init__(self, device: str):
         self.device = device
+
+    def check_out_dtype(self, dtype: str, out_dtype: str) -> None:
+        """Unsupported unless this backend writes ``out_dtype`` from ``dtype`` operands."""
+        if out_dtype not in self.out_dtypes.get(dtype, ()):
+            writes = ", ".join(self.out_dtypes.get(dtype, ())) or "nothing"
+            raise Unsupported(
+                f"{self.name} cannot write {out_dtype} from {dtype}; it writes {writes}"
+            )
 
     def prepare_weight(self, w_values, pattern, dtype: str, out_dtype: str) -> PreparedWeight:
         """``w_values[N, K]`` (pruned fp32 values) in this backend's form."""

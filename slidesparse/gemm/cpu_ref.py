@@ -9,6 +9,7 @@ It is what the runner's smoke preset times; its latencies say nothing about GPUs
 
 from __future__ import annotations
 
+from slidesparse.core.dtypes import DTYPES
 from slidesparse.gemm import register_backend
 from slidesparse.gemm.base import GemmBackend, PreparedWeight
 from slidesparse.gemm.operands import lift
@@ -31,6 +32,9 @@ def _cast_out(y, out_dtype: str):
 
 
 class _CpuRef(GemmBackend):
+    # The reference casts its fp64/fp32 product to whatever raw output is asked for.
+    out_dtypes = {d: ("fp16", "bf16", "int32", "fp32") for d in DTYPES}  # noqa: RUF012
+
     def describe(self, weight: PreparedWeight, config: dict) -> dict:
         math = "fp64" if weight.dtype == "int8" else "fp32"
         kind = "slide" if self.sparse else "dense"

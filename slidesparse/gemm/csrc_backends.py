@@ -22,7 +22,7 @@ from slidesparse.core.errors import Unsupported
 from slidesparse.gemm import fp4, register_backend
 from slidesparse.gemm.base import GemmBackend, PreparedWeight
 from slidesparse.gemm.operands import lift, torch_dtype
-from slidesparse.gemm.torch_builtin import _CSLT_OUT, check_out, cslt_candidates
+from slidesparse.gemm.torch_builtin import _CSLT_OUT, cslt_candidates
 
 _DENSE_OUT = {
     "int8": ("int32",),
@@ -83,16 +83,22 @@ class Fp4Sparse:
     dtypes=("fp16", "bf16", "int8", "fp8", "fp4"),
     fallback="torch-builtin",
 )
-class CublasLt(GemmBackend):
+class _CsrcBackend(GemmBackend):
+    """What the two csrc backends share: FP4 exists only on some builds and GPUs."""
+
+    def check_out_dtype(self, dtype: str, out_dtype: str) -> None:
+        if dtype == "fp4":
+            _require_fp4(self.device, sparse=self.sparse)
+        super().check_out_dtype(dtype, out_dtype)
+
+
+class CublasLt(_CsrcBackend):
     """Dense GEMM on cuBLASLt with a searched heuristic algorithm."""
 
     name = "cublaslt"
     sparse = False
 
-    def check_out_dtype(self, dtype: str, out_dtype: str) -> None:
-        if dtype == "fp4":
-            _require_fp4(self.device, sparse=False)
-        check_out(_DENSE_OUT, self.name, dtype, out_dtype)
+    out_dtypes = _DENSE_OUT
 
     def prepare_weight(self, w_values, pattern, dtype, out_dtype) -> PreparedWeight:
         N, K = w_values.shape
@@ -163,7 +169,7 @@ class CublasLt(GemmBackend):
     min_cc=(8, 0),
     fallback="torch-cslt",
 )
-class CusparseLt(GemmBackend):
+class CusparseLt(_CsrcBackend):
     """2:4 GEMM on cuSPARSELt with a searched alg_id / split_k."""
 
     name = "cusparselt"
@@ -173,10 +179,7 @@ class CusparseLt(GemmBackend):
         super().__init__(device)
         self._workspace: dict[tuple, int] = {}  # (alg, split_k, mode, layout) -> bytes
 
-    def check_out_dtype(self, dtype: str, out_dtype: str) -> None:
-        if dtype == "fp4":
-            _require_fp4(self.device, sparse=True)
-        check_out(_SPARSE_OUT, self.name, dtype, out_dtype)
+    out_dtypes = _SPARSE_OUT
 
     def prepare_weight(self, w_values, pattern, dtype, out_dtype) -> PreparedWeight:
         from slidesparse.core import sparsity

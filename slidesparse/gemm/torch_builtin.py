@@ -46,13 +46,6 @@ SPLIT_K_SEARCH = False
 SEGMENT_K_MIN_N = 400  # cuSPARSELt accepts Segment-K (split_k=-1) on sm90+ only from N >= 400
 
 
-def check_out(table: dict, backend: str, dtype: str, out_dtype: str) -> None:
-    if out_dtype not in table.get(dtype, ()):
-        raise Unsupported(
-            f"{backend} cannot write {out_dtype} from {dtype}; it writes {', '.join(table[dtype])}"
-        )
-
-
 @register_backend(
     "torch-builtin", sparse=False, baseline=True, dtypes=("fp16", "bf16", "int8", "fp8")
 )
@@ -61,9 +54,7 @@ class TorchBuiltinDense(GemmBackend):
 
     name = "torch-builtin"
     sparse = False
-
-    def check_out_dtype(self, dtype: str, out_dtype: str) -> None:
-        check_out(_DENSE_OUT, self.name, dtype, out_dtype)
+    out_dtypes = _DENSE_OUT
 
     def prepare_weight(self, w_values, pattern, dtype, out_dtype) -> PreparedWeight:
         N, K = w_values.shape
@@ -130,9 +121,7 @@ class TorchCslt(GemmBackend):
 
     name = "torch-cslt"
     sparse = True
-
-    def check_out_dtype(self, dtype: str, out_dtype: str) -> None:
-        check_out(_CSLT_OUT, self.name, dtype, out_dtype)
+    out_dtypes = _CSLT_OUT
 
     def prepare_weight(self, w_values, pattern, dtype, out_dtype) -> PreparedWeight:
         import torch

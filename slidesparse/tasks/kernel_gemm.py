@@ -417,8 +417,7 @@ def run(params: Mapping[str, Any], ctx: TaskContext) -> list[dict]:
         name, dtype, device=ctx.device, cc=cc, **_checks(name, ctx.device, cc)
     )
     backend = gemm.make_backend(spec, ctx.device, pattern)
-    if hasattr(backend, "check_out_dtype"):
-        backend.check_out_dtype(dtype, out_dtype)
+    backend.check_out_dtype(dtype, out_dtype)
 
     mode = params.get("mode") or ("model" if params.get("model") else "square")
     rows = []
