@@ -422,11 +422,27 @@ def test_aarch64_points_triton_at_the_toolkit_ptxas():
     assert "-arch=sm_121a" in runs, "the build must prove that ptxas accepts sm_121a"
 
 
-def test_image_env_vars_are_read_by_the_package(stages):
-    source = "\n".join(p.read_text(encoding="utf-8") for p in (ROOT / "slidesparse").rglob("*.py"))
+def _env_effect(name: str, value: str) -> str:
+    """What the package does with ``name=value`` (the effect a variable the image sets has)."""
+    from click.testing import CliRunner
+
+    from slidesparse.cli import cli
+    from slidesparse.native import extension
+
+    if name == "SLIDESPARSE_EXT_CACHE":
+        return str(extension.cache_root())
+    if name == "SLIDESPARSE_RESULTS":  # run-matrix/plan/results: the default --results folder
+        res = CliRunner().invoke(cli, ["results"], env={name: value})
+        return f"{res.output} {res.exception}"  # the folder it looked in, or why it is missing
+    raise AssertionError(f"the image sets {name}, which no slidesparse code path reads")
+
+
+def test_image_env_vars_are_read_by_the_package(stages, monkeypatch, tmp_path):
     for name in stages[-1].env():
         if name.startswith("SLIDESPARSE_"):
-            assert name in source, f"the image sets {name} but no slidesparse module reads it"
+            value = str(tmp_path / name.lower())
+            monkeypatch.setenv(name, value)
+            assert value in _env_effect(name, value), f"the image sets {name}; nothing reads it"
 
 
 def test_every_slidesparse_command_exists(arch, stages):

@@ -37,6 +37,32 @@ def _window_start(v, NW: tl.constexpr, GROUP: tl.constexpr):
 
 
 @triton.jit
+def _tile_rows(x_ptr, q_ptr, M, stride_xm, stride_qm, ROWS: tl.constexpr):
+    """This program's rows [ROWS], their validity and x / q row pointers, all [ROWS, 1, 1].
+
+    Offsets are 64-bit: M · K_slide may pass 2^31. The grid covers M_pad exactly.
+    """
+    rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
+    rows64 = rows.to(tl.int64)[:, None, None]
+    return rows, (rows < M)[:, None, None], x_ptr + rows64 * stride_xm, q_ptr + rows64 * stride_qm
+
+
+@triton.jit
+def _two_pass_amax(x_ptr, rows, M, K, stride_xm, ROWS: tl.constexpr, STEP: tl.constexpr):
+    """|max| bits of each row of x, STEP columns at a time (kept in L2 for the lift)."""
+    x_rows = x_ptr + rows.to(tl.int64)[:, None] * stride_xm  # [ROWS, 1]
+    cols = tl.arange(0, STEP)[None, :]
+    amax = tl.zeros([ROWS], dtype=tl.int32)
+    for k0 in range(0, K, STEP):
+        c = k0 + cols
+        x = tl.load(
+            x_rows + c, mask=(rows < M)[:, None] & (c < K), other=0.0, eviction_policy="evict_last"
+        )
+        amax = tl.maximum(amax, abs_max_bits(x.to(tl.float32), 1))
+    return amax
+
+
+@triton.jit
 def _quant_slide_kernel(
     # pointers
     x_ptr,
@@ -62,11 +88,7 @@ def _quant_slide_kernel(
 ):
     # Tiles are [ROWS, windows, 4 lanes]: the index math runs once per window, the lanes of a
     # window are 4 consecutive inputs, and lifted column 4·v + lane is window v's lane.
-    rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)  # [ROWS]; the grid covers M_pad exactly
-    rows64 = rows.to(tl.int64)[:, None, None]
-    row_ok = (rows < M)[:, None, None]
-    x_rows = x_ptr + rows64 * stride_xm  # [ROWS, 1, 1]
-    q_rows = q_ptr + rows64 * stride_qm
+    rows, row_ok, x_rows, q_rows = _tile_rows(x_ptr, q_ptr, M, stride_xm, stride_qm, ROWS)
     win = tl.arange(0, BLOCK // 4)[None, :, None]  # [1, BLOCK/4, 1]
     lane = tl.arange(0, 4)[None, None, :]  # [1, 1, 4]
     if ONE_PASS:
@@ -78,19 +100,7 @@ def _quant_slide_kernel(
         q = quantize(x, inv[:, None, None], QMAX, FP8, EXACT_CAST)
         tl.store(q_rows + win * 4 + lane, q, mask=win * 4 < K_slide)
     else:
-        x_rows2 = x_ptr + rows.to(tl.int64)[:, None] * stride_xm  # [ROWS, 1]
-        cols = tl.arange(0, BLOCK)[None, :]
-        amax = tl.zeros([ROWS], dtype=tl.int32)
-        for k0 in range(0, K, BLOCK):
-            c = k0 + cols
-            # Keep the row in L2 for the lifting sweep.
-            x = tl.load(
-                x_rows2 + c,
-                mask=(rows < M)[:, None] & (c < K),
-                other=0.0,
-                eviction_policy="evict_last",
-            )
-            amax = tl.maximum(amax, abs_max_bits(x.to(tl.float32), 1))
+        amax = _two_pass_amax(x_ptr, rows, M, K, stride_xm, ROWS, BLOCK)
         scale, inv = scale_and_inv(amax, AMAX_FLOOR, QMAX)
         for v0 in range(0, K_slide // 4, BLOCK // 4):
             v = v0 + win
@@ -200,11 +210,7 @@ def _quant_slide_groups_kernel(
     # group's bytes are packed into two uint64, and window w of the group is bytes 2w..2w+3,
     # i.e. a constant shift: the lifted row is written as whole 4-byte windows, no gather and
     # no division by the window count.
-    rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)  # [ROWS]; the grid covers M_pad exactly
-    rows64 = rows.to(tl.int64)[:, None, None]
-    row_ok = (rows < M)[:, None, None]
-    x_rows = x_ptr + rows64 * stride_xm  # [ROWS, 1, 1]
-    q_rows = q32_ptr + rows64 * stride_q32m
+    rows, row_ok, x_rows, q_rows = _tile_rows(x_ptr, q32_ptr, M, stride_xm, stride_q32m, ROWS)
     grp = tl.arange(0, GROUPS)[None, :, None]  # [1, GROUPS, 1]
     lane = tl.arange(0, LP)[None, None, :]  # [1, 1, LP]
     in_group = lane < GROUP
@@ -213,28 +219,25 @@ def _quant_slide_groups_kernel(
         x = tl.load(x_rows + src, mask=row_ok & in_group & (src < K), other=0.0).to(tl.float32)
         amax = tl.max(abs_max_bits(x, 2), axis=1)
     else:
-        cols = tl.arange(0, GROUPS * LP)[None, :]
-        x_rows2 = x_ptr + rows.to(tl.int64)[:, None] * stride_xm  # [ROWS, 1]
-        amax = tl.zeros([ROWS], dtype=tl.int32)
-        for k0 in range(0, K, GROUPS * LP):
-            c = k0 + cols
-            # Keep the row in L2 for the lifting sweep.
-            xk = tl.load(
-                x_rows2 + c,
-                mask=(rows < M)[:, None] & (c < K),
-                other=0.0,
-                eviction_policy="evict_last",
-            )
-            amax = tl.maximum(amax, abs_max_bits(xk.to(tl.float32), 1))
+        amax = _two_pass_amax(x_ptr, rows, M, K, stride_xm, ROWS, GROUPS * LP)
     scale, inv = scale_and_inv(amax, AMAX_FLOOR, QMAX)
     inv = inv[:, None, None]
-    if ONE_PASS:
+    # One pass: the single step lifts the tile loaded above; else each step loads its groups.
+    for g0 in range(0, tl.cdiv(n_words, NW), GROUPS):
+        if not ONE_PASS:
+            src = (g0 + grp) * GROUP + lane
+            x = tl.load(
+                x_rows + src,
+                mask=row_ok & in_group & (src < K),
+                other=0.0,
+                eviction_policy="evict_first",
+            ).to(tl.float32)
         _lift_tile(
             x,
             inv,
             q_rows,
             rows,
-            0,
+            g0,
             n_words,
             stride_q32m,
             q32_ptr,
@@ -247,33 +250,6 @@ def _quant_slide_groups_kernel(
             GROUPS,
             SPLIT,
         )
-    else:
-        for g0 in range(0, tl.cdiv(n_words, NW), GROUPS):
-            src = (g0 + grp) * GROUP + lane
-            x = tl.load(
-                x_rows + src,
-                mask=row_ok & in_group & (src < K),
-                other=0.0,
-                eviction_policy="evict_first",
-            ).to(tl.float32)
-            _lift_tile(
-                x,
-                inv,
-                q_rows,
-                rows,
-                g0,
-                n_words,
-                stride_q32m,
-                q32_ptr,
-                LP,
-                NW,
-                NWP,
-                QMAX,
-                FP8,
-                EXACT_CAST,
-                GROUPS,
-                SPLIT,
-            )
     tl.store(scale_ptr + rows, tl.where(rows < M, scale, 1.0))
 
 
