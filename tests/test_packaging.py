@@ -36,6 +36,7 @@ def test_wheel_contains_data_folders(wheel):
     assert "slidesparse/cli.py" in names
 
 
+@pytest.mark.slow
 def test_non_editable_install_runs(wheel, tmp_path):
     env_dir = tmp_path / "venv"
     venv.create(env_dir, with_pip=True)

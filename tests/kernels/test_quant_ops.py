@@ -33,6 +33,7 @@ def test_symbolic_k_slide_agrees_with_sparsity(pattern):
         assert ops.k_slide_symbolic(K, pattern) == sparsity.k_slide(K, pattern)
 
 
+@pytest.mark.slow
 def test_torch_compile_sees_one_op_per_kernel(device):
     def f(x):
         q, s = ops.quant_slide(x, "2_8", torch.int8)

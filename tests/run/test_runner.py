@@ -310,6 +310,7 @@ def _alive(pid: int) -> bool:
     return "\nState:\tZ" not in status
 
 
+@pytest.mark.slow
 def test_a_second_runner_on_the_same_cells_is_refused(tmp_path):
     matrix = _matrix(
         tmp_path,
