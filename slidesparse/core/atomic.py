@@ -33,7 +33,3 @@ def atomic_write_text(path: Path | str, text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` through a temporary file and a rename."""
     atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
-
-def atomic_write_bytes(path: Path | str, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and a rename."""
-    atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))

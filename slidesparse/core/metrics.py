@@ -43,8 +43,3 @@ def efficiency_vs_2_4(value: float, speedup_2_4: float, pattern) -> float:
     """The paper's Eff_L = (S_L / S_2_4) / (0.5 · L/(L-2)): how much of 2:4's gain survives."""
     return (value / speedup_2_4) / (0.5 * ideal_speedup(pattern))
 
-
-def fastest(rows, key: str = "latency_us"):
-    """The row with the smallest ``key`` (the strongest baseline), None if there is none."""
-    rows = [r for r in rows if r.get(key) is not None]
-    return min(rows, key=lambda r: r[key]) if rows else None
