@@ -117,6 +117,7 @@ def build_engine(
     weight_cache: bool | None = None,
     search: bool = True,
     use_graphs: bool = True,
+    fused: bool | None = None,
 ) -> Engine:
     """An :class:`Engine` for ``model`` (built-in name or local HF folder) on ``backend``.
 
@@ -127,6 +128,8 @@ def build_engine(
     ``~/.cache/slidesparse``). ``weight_cache``: cache prepared weights on disk (default: for
     checkpoints, not for random weights). ``search``: search GEMM algorithms missing from the
     cache (else the first vetted candidate). ``max_len``: longest sequence (RoPE table).
+    ``fused``: norm, RoPE and SiLU-and-mul as the Triton kernels of
+    :mod:`slidesparse.engine.fused` (default: on CUDA; on a CPU only under the interpreter).
     """
     cfg, folder = resolve_config(model)
     pattern, prune = _check_backend(backend, dtype, sparsity)
@@ -202,6 +205,9 @@ def build_engine(
     net = Transformer(
         cfg, src.embed(), blocks, RMSNorm(src.final_norm(), cfg.rms_eps), src.lm_head(), max_len
     )
+    net.fused = (device == "cuda") if fused is None else bool(fused)
+    if net.fused and device == "cpu":
+        _ensure_interpreter()
     info = EngineInfo(
         cfg.name,
         backend,

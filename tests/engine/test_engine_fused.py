@@ -1,0 +1,82 @@
+"""The fused Triton kernels (norm + residual, RoPE + cache write, SiLU-and-mul) against the
+eager ops they replace: on the GPU, and on the CPU under Triton's interpreter."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+GPU = pytest.mark.gpu
+ON_CPU = pytest.mark.skipif(torch.cuda.is_available(), reason="the gpu-marked variant runs here")
+NEEDS_GPU = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+DEVICES = [pytest.param("cpu", marks=ON_CPU), pytest.param("cuda", marks=[GPU, NEEDS_GPU])]
+
+
+def _close_bf16(a, b, ulps=1):
+    """Elementwise within ``ulps`` BF16 ulps of the larger magnitude (or 2^-20 absolute)."""
+    a, b = a.float(), b.float()
+    m = torch.maximum(a.abs(), b.abs())
+    ulp = torch.exp2(torch.floor(torch.log2(m.clamp_min(2.0**-20))) - 7)
+    return ((a - b).abs() <= ulps * ulp).all().item()
+
+
+def _rnd(*shape, device, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(*shape, generator=g).to(torch.bfloat16).to(device)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_add_rmsnorm(device):
+    from slidesparse.engine.fused import add_rmsnorm
+    from slidesparse.engine.model import RMSNorm
+
+    x, d = _rnd(5, 96, device=device), _rnd(5, 96, device=device, seed=1)
+    w = _rnd(96, device=device, seed=2)
+    ref = RMSNorm(w, 1e-5)
+    h, y = add_rmsnorm(x, d, w, 1e-5)
+    assert torch.equal(h, x + d)  # the residual add rounds once, as torch's bf16 add
+    assert _close_bf16(y, ref(x + d))  # only the order of the mean's sum differs
+    h0, y0 = add_rmsnorm(x, None, w, 1e-5)
+    assert h0.data_ptr() == x.data_ptr() and _close_bf16(y0, ref(x))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_silu_mul(device):
+    from slidesparse.engine.fused import silu_mul
+
+    x = _rnd(3, 2, 2 * 80, device=device) * 3
+    gate, up = x.chunk(2, dim=-1)
+    assert _close_bf16(silu_mul(x), F.silu(gate) * up)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_rope_and_cache_write(device):
+    from slidesparse.engine.fused import rope_
+    from slidesparse.engine.model import Rope
+
+    H, KV, D, B, S, T = 6, 3, 16, 2, 5, 12  # H + KV = 9: masked head lanes
+
+    class Cfg:  # what Rope reads of an EngineConfig
+        head_dim, rope_theta, rope_scaling = D, 10000.0, None
+
+    from slidesparse.engine import config as cfgmod
+
+    inv = cfgmod.rope_inv_freq(Cfg)
+    t = torch.arange(T, dtype=torch.float32)
+    emb = torch.cat([torch.outer(t, inv)] * 2, dim=-1)
+    cos, sin = emb.cos().to(torch.bfloat16).to(device), emb.sin().to(torch.bfloat16).to(device)
+    qkv = _rnd(B * S, (H + 2 * KV) * D, device=device)
+    ref = qkv.clone()
+    kc = torch.zeros(B + 1, KV, T, D, dtype=torch.bfloat16, device=device)
+    vc = torch.zeros_like(kc)
+    pos0 = torch.tensor([3], device=device)
+    rope_(qkv, cos, sin, pos0, S, H, KV, D, (kc, vc))
+    q, k, v = ref.view(B, S, -1).split([H * D, KV * D, KV * D], dim=-1)
+    c, s = cos[3 : 3 + S], sin[3 : 3 + S]
+    q = Rope.apply(q.view(B, S, H, D).transpose(1, 2), c, s)
+    k = Rope.apply(k.view(B, S, KV, D).transpose(1, 2), c, s)
+    v = v.view(B, S, KV, D).transpose(1, 2)
+    got = qkv.view(B, S, -1).split([H * D, KV * D, KV * D], dim=-1)
+    assert torch.equal(got[0].view(B, S, H, D).transpose(1, 2), q)  # bitwise: same roundings
+    assert torch.equal(got[1].view(B, S, KV, D).transpose(1, 2), k)
+    assert torch.equal(kc[:B, :, 3 : 3 + S], k) and torch.equal(vc[:B, :, 3 : 3 + S], v)
+    assert not kc[:, :, :3].any() and not kc[B].any()  # nothing else written
