@@ -48,7 +48,12 @@ def test_bench_e2e_cli_writes_rows(tmp_path, capsys):
     ]
     for r in rows:
         assert r["tokens_per_s"] > 0 and r["speedup_vs_dense"] is not None
-        assert r["kernel_speedup"] > 0 and r["linear_share"] > 0
+        # CPU timings of the tiny GEMMs are noise: a kernel speedup above L/(L-2) is flagged
+        # suspect (kept as *_raw, not reported), never a result.
+        ks = r["kernel_speedup"] if r["kernel_speedup"] is not None else r["kernel_speedup_raw"]
+        assert ks > 0 and r["linear_share"] > 0
+        if r["kernel_speedup"] is None:
+            assert r["kernel_speedup_suspect"] and r["sparsity"] != "dense"
     assert rows[0]["batch"] == 1 and rows[0]["seq_len"] == 32
     assert "vs dense" in capsys.readouterr().out
 
@@ -81,4 +86,8 @@ def test_bench_e2e_gpu_small(tmp_path):
     assert len(rows) == 6
     for r in rows:
         assert r["tokens_per_s"] > 0 and r["peak_mem_gb"] > 0
-        assert 0 < r["gemm_share"] < 1.5
+        # linears alone are timed as the step runs them (a CUDA graph at decode), so their
+        # share of the step cannot pass 100% by more than timing noise
+        assert 0 < r["gemm_share"] <= r["linear_share"] * 1.05 and r["linear_share"] < 1.05
+        if r["sparsity"] == "2_8":
+            assert r.get("kernel_speedup_suspect") is None, r

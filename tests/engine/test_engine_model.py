@@ -37,9 +37,17 @@ def _engines(folder, device, dtype, pattern="2_8"):
 def test_slidesparse_logits_equal_w8a8(folders, family, dtype, device):
     """Same pruned weights: the slide is exact, and INT8 sums are exact in int32, so logits
     are bitwise equal. CPU FP8 sums in fp64 are exact too (see engine.linear), so CPU FP8 is
-    bitwise as well; GPU FP8 tensor cores accumulate in a different order over K vs K_slide
-    with fewer than fp32's bits, and the BF16 GEMM output rounds that difference, so GPU FP8
-    is held to 2^-6 of the logit range (a few BF16 ulps through two layers)."""
+    bitwise as well.
+
+    GPU FP8: cuBLASLt and cuSPARSELt sum K (resp. K_slide) products in different orders and
+    round the sum to BF16, so one GEMM output may differ by a BF16 ulp (the per-linear bound
+    is checked tightly by test_linear_slidesparse_equals_w8a8). The next layer
+    re-quantizes that activation to E4M3 (3 mantissa bits): a 1-ulp BF16 change that crosses
+    an E4M3 rounding boundary moves that input by a whole E4M3 step (2^-4 relative), which
+    then spreads through every later GEMM. So the model-level bound is that of one
+    quantization step on a few inputs, not of BF16 rounding: max |diff| <= 2^-3 of the
+    logit range and mean |diff| <= 2^-6 of it. A wrong slide, scale or layout errs by O(range)
+    everywhere and fails the mean bound."""
     dense, slide = _engines(folders[family], device, dtype)
     x = _prompt().to(device)
     with torch.inference_mode():
@@ -49,8 +57,49 @@ def test_slidesparse_logits_equal_w8a8(folders, family, dtype, device):
     if dtype == "int8" or device == "cpu":
         assert torch.equal(a, b)
     else:
-        tol = 2.0**-6 * a.abs().max().item()
-        assert (a - b).abs().max().item() <= tol
+        rng = a.abs().max().item()
+        err = (a - b).abs()
+        assert err.max().item() <= 2.0**-3 * rng, (err.max().item(), rng)
+        assert err.mean().item() <= 2.0**-6 * rng, (err.mean().item(), rng)
+
+
+def _bf16_ulp(v: torch.Tensor) -> torch.Tensor:
+    """The BF16 ulp at |v| (8 significant bits): 2^(floor(log2 |v|) - 7), floored at 2^-126."""
+    e = torch.floor(torch.log2(v.abs().clamp_min(2.0**-126)))
+    return torch.exp2(e - 7)
+
+
+@pytest.mark.parametrize("device", _devices())
+@pytest.mark.parametrize("dtype", ["int8", "fp8"])
+def test_linear_slidesparse_equals_w8a8(folders, dtype, device):
+    """One linear (gate_up_proj of layer 0, same pruned weight, same input) on both backends.
+
+    INT8, and FP8 on the CPU: bitwise. GPU FP8: the quantized inputs are identical (the slide
+    only copies values), so the only difference is the order in which the two libraries sum
+    the K products in fp32 before rounding the GEMM output to BF16: each output may land on
+    the other side of a BF16 rounding boundary (1 ulp), and dequant (fp32 multiply by the two
+    scales, plus bias, rounded to BF16 once more) can add one more ulp. Bound: |a - b| <= 2
+    BF16 ulps of max(|a|, |b|) plus 2^-12 of sum_k |x_k w_k| (the absolute part covers
+    outputs near cancellation, where an fp32 accumulation difference of the product sum, not
+    of the result, decides; 2^-12 leaves room for tensor-core accumulators narrower than
+    fp32's 24 bits)."""
+    dense, slide = _engines(folders["llama"], device, dtype)
+    la = dense.model.layers[0].mlp.gate_up_proj
+    lb = slide.model.layers[0].mlp.gate_up_proj
+    g = torch.Generator().manual_seed(3)
+    x = (torch.randn(48, la.K, generator=g) * 0.5).to(torch.bfloat16).to(device)
+    with torch.inference_mode():
+        a, b = la(x).float(), lb(x).float()
+        q, sa = la.quantize(x)
+        wq = la.weight.float() if la.weight.dim() == 2 else None
+    assert torch.isfinite(a).all() and a.abs().max() > 0
+    if dtype == "int8" or device == "cpu":
+        assert torch.equal(a, b)
+        return
+    mag = (q[: x.shape[0]].float().abs() @ wq.abs().T) * sa[: x.shape[0], None] * la.w_scale
+    tol = 2 * _bf16_ulp(torch.maximum(a.abs(), b.abs())) + 2.0**-12 * mag
+    err = (a - b).abs()
+    assert (err <= tol).all(), (err.max().item(), (err / tol).max().item())
 
 
 @pytest.mark.parametrize("device", _devices())
@@ -68,17 +117,28 @@ def test_greedy_32_tokens_identical(folders, family, device):
     assert len(set(a[0].tolist())) > 4  # the tiny model does not just repeat one token
 
 
-@pytest.mark.parametrize("device", _devices())
+def _decode_cases():
+    """(device, fused): the GPU runs the fused kernels; the CPU runs eager, and the fused
+    kernels under the interpreter too (bf16 only: the wiring, not the backend, is checked)."""
+    return [*_devices(), pytest.param("cpu-fused", marks=ON_CPU)]
+
+
+@pytest.mark.parametrize("device", _decode_cases())
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("backend", ["bf16", "slidesparse"])
 def test_decode_with_cache_equals_recompute(folders, family, backend, device):
     """Prefill + 6 cached decode steps give the logits of recomputing the whole sequence."""
+    if device == "cpu-fused" and backend != "bf16":
+        pytest.skip("fused wiring is checked on bf16 (the quant path is the same ops)")
+    fused = True if device == "cpu-fused" else None
+    device = "cpu" if device == "cpu-fused" else device
     eng = build_engine(
         folders[family],
         backend,
         sparsity="2_6" if backend != "bf16" else None,
         device=device,
         weight_cache=False,
+        fused=fused,
     )
     x = _prompt(B=2, S=10)
     steps = []
