@@ -31,6 +31,7 @@ from typing import Any
 import pandas as pd
 
 from slidesparse.core.errors import UserError
+from slidesparse.core.hardware import MachineRecord, parse_tag
 from slidesparse.results.store import KEY_COLUMNS, Store, StoreWarning
 
 # The legacy throughput files carry no timestamp; rows get this sentinel and reports say
@@ -49,7 +50,6 @@ _DTYPES = {
 }
 _BACKENDS = {"cuBLASLt": "cublaslt", "cuSPARSELt": "cusparselt"}
 _KERNELS = {"cublaslt": "cublasLtMatmul", "cusparselt": "cusparseLtMatmul"}
-_TAG_RE = re.compile(r"^(?P<gpu>[^_]+)_cc(?P<cc>\d+)_py(?P<py>\d+)_cu(?P<cu>\d+)_(?P<arch>.+)$")
 
 
 class LegacyWarning(StoreWarning):
@@ -71,37 +71,35 @@ class ImportSummary:
 
 def gpu_tag_from_folder(name: str) -> tuple[str, str | None]:
     """``H100_cc90_FP8E4M3_py312_cu129_x86_64`` -> (``H100_cc90_py312_cu129_x86_64``, "fp8")."""
-    parts = name.split("_")
-    if len(parts) > 2 and parts[2].upper() in _DTYPES:
-        dtype = _DTYPES[parts[2].upper()]
-        name = "_".join(parts[:2] + parts[3:])
-        return name, dtype
-    return name, None
+    try:
+        parts = parse_tag(name)
+    except UserError:  # not a tag: the caller reports the folder
+        return name, None
+    dtype = parts["dtype"]
+    return parts["tag"], _DTYPES[dtype.upper()] if dtype else None
 
 
 def machine_from_tag(tag: str, gpu_name: str | None = None, torch: str | None = None) -> dict:
     """A machine record synthesized from a legacy GPU tag (the scripts saved none)."""
-    m = _TAG_RE.match(tag)
-    if not m:
-        raise UserError(f"legacy folder {tag!r} is not a GPU tag like H100_cc90_py312_cu129_x86_64")
-    cc, py, cu = m["cc"], m["py"], m["cu"]
-    return {
-        "gpu_name": gpu_name or m["gpu"],
-        "cc": [int(cc[:-1]), int(cc[-1])],
-        "sm_count": None,
-        "memory_bytes": None,
-        "driver": None,
-        "cuda_runtime": f"{cu[:-1]}.{cu[-1]}",
-        "torch": torch,
-        "triton": None,
-        "cusparselt": None,
-        "cublaslt": None,
-        "ptxas": None,
-        "arch": m["arch"],
-        "python": f"{py[0]}.{py[1:]}",
-        "gpu_tag": tag,
-        "source": "legacy",
-    }
+    try:
+        parts = parse_tag(tag)
+    except UserError:
+        raise UserError(
+            f"legacy folder {tag!r} is not a GPU tag like H100_cc90_py312_cu129_x86_64"
+        ) from None
+    record = MachineRecord.from_dict(
+        {
+            "gpu_name": gpu_name or parts["gpu"],
+            "cc": parts["cc"],
+            "cuda_runtime": parts["cuda"],
+            "torch": torch,
+            "python": parts["py"],
+            "arch": parts["arch"],
+            "gpu_tag": tag,
+        }
+    )
+    # Nothing else about that machine is known: not this machine's hostname either.
+    return {**record.to_dict(), "hostname": None, "source": "legacy"}
 
 
 def _digest(*parts: Any) -> str:
