@@ -11,8 +11,12 @@ NEEDS_GPU = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CU
 DEVICES = [pytest.param("cpu", marks=ON_CPU), pytest.param("cuda", marks=[GPU, NEEDS_GPU])]
 
 
-def _close_bf16(a, b, ulps=1):
-    """Elementwise within ``ulps`` BF16 ulps of the larger magnitude (or 2^-20 absolute)."""
+def _close_bf16(a, b, ulps=2):
+    """Elementwise within ``ulps`` BF16 ulps of the larger magnitude (or 2^-20 absolute).
+
+    Two roundings follow the step whose order or libm differs (the RMS sum, exp): the
+    normalized value (resp. silu) may flip one ulp, and the product with the weight (resp. up)
+    rounds again, so a flip shows as up to 2 ulps of the result."""
     a, b = a.float(), b.float()
     m = torch.maximum(a.abs(), b.abs())
     ulp = torch.exp2(torch.floor(torch.log2(m.clamp_min(2.0**-20))) - 7)
