@@ -4,6 +4,8 @@
   before triton is first imported, hence here, at the top.
 * ``device``: where kernels and engines run ("cuda", or "cpu" under the interpreter).
 * ``machine``: a machine record from a few fields, as the planner and the skip rules see it.
+* ``smoke_store``: a results folder written by a real ``run-matrix --preset smoke`` on this
+  machine (once per session; tests copy it before they change anything).
 * ``legacy_dir`` / ``seed_dir``: the shared legacy result folders and seed reports beside the
   checkout; tests that need them skip cleanly where they are absent.
 """
@@ -49,3 +51,16 @@ def seed_dir() -> Path:
     if not SEED.is_dir():
         pytest.skip(f"{SEED} not present")
     return SEED
+
+
+@pytest.fixture(scope="session")
+def smoke_store(tmp_path_factory) -> Path:
+    """The results folder of one real ``run-matrix --preset smoke`` (read-only for tests)."""
+    from slidesparse.cli import main
+
+    results = tmp_path_factory.mktemp("smoke") / "results"
+    code = main(
+        ["run-matrix", "--preset", "smoke", "--results", str(results), "--progress", "none"]
+    )
+    assert code == 0, f"the smoke run exited {code}"
+    return results

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import textwrap
 
 import pytest
@@ -149,14 +150,9 @@ def test_shards_run_disjoint_parts_and_union_is_everything(env, capsys):
 
 
 @pytest.mark.slow
-def test_cpu_smoke_preset_does_real_work(tmp_path, capsys):
+def test_cpu_smoke_preset_does_real_work(smoke_store):
     """The README's CPU main job: cpu-ref GEMMs run and are exact, GPU cells are skipped."""
-    results = tmp_path / "results"
-    code, out, err = _run(
-        capsys, "run-matrix", "--preset", "smoke", "--results", str(results), "--progress", "plain"
-    )
-    assert code == 0, out + err
-    store = Store(results)
+    store = Store(smoke_store)
     (tag,) = store.gpu_tags()
     frame = latest_per_cell(store.read(tag))
     ok = frame[frame["status"] == "ok"]
@@ -200,3 +196,22 @@ def test_a_corrupt_part_is_reported_moved_aside_and_its_cells_rerun(env, capsys)
     assert "3 ok" in out  # its cells were not stored any more, so they ran again
     assert (store.tag_dir(TAG) / "quarantine" / part.name).exists()
     assert len(store.read(TAG)) == 3
+
+
+@pytest.mark.slow
+def test_smoke_store_resumes_with_nothing_to_run_and_merges_without_doubling(
+    smoke_store, tmp_path, capsys
+):
+    results = tmp_path / "results"
+    shutil.copytree(smoke_store, results)
+    code, out, _ = _run(capsys, "run-matrix", "--preset", "smoke", "--results", str(results))
+    assert code == 0 and "0 ok, 0 failed, 0 skipped" in out
+    before = {p: p.read_bytes() for p in Store(smoke_store).part_files()}
+    merged = tmp_path / "merged"
+    for _ in range(2):  # a second merge of the same input adds nothing
+        assert _run(capsys, "merge", str(smoke_store), str(results), "-o", str(merged))[0] == 0
+    (tag,) = Store(merged).gpu_tags()
+    frame = Store(merged).read(tag)
+    assert frame["row_id"].is_unique
+    assert set(frame["cell_id"]) == set(Store(smoke_store).read(tag)["cell_id"])
+    assert {p: p.read_bytes() for p in Store(smoke_store).part_files()} == before
