@@ -32,4 +32,3 @@ def atomic_write(path: Path | str, write: Callable[[str], None]) -> None:
 def atomic_write_text(path: Path | str, text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` through a temporary file and a rename."""
     atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
-

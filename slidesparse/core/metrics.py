@@ -42,4 +42,3 @@ def is_suspect(value: float, pattern) -> bool:
 def efficiency_vs_2_4(value: float, speedup_2_4: float, pattern) -> float:
     """The paper's Eff_L = (S_L / S_2_4) / (0.5 · L/(L-2)): how much of 2:4's gain survives."""
     return (value / speedup_2_4) / (0.5 * ideal_speedup(pattern))
-
