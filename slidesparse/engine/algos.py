@@ -60,6 +60,7 @@ class AlgoSelector:
         self.search_ok = search_ok
         self.cache = SearchCache.open(self.cache_dir, gpu_tag)
         self.log: list[dict] = []  # one entry per pick: key, cached, search seconds
+        self._memo: dict[str, list[int]] = {}  # key -> cfg picked in this process
 
     def _backend(self, pattern):
         from slidesparse import gemm
@@ -79,6 +80,14 @@ class AlgoSelector:
         pattern = lin.pattern or "dense"
         dtype, out = _Q_NAME[lin.qdtype], _OUT_NAME[lin.acc_dtype]
         key = cache_key(self.kind, dtype, out, pattern, lin.N, lin.K, q.shape[0])
+        memo = self._memo.get(key)
+        if memo is not None:  # every layer has the same shapes: pick once per process
+            return list(memo)
+        cfg = self._pick(lin, q, key, pattern, dtype, out)
+        self._memo[key] = cfg
+        return list(cfg)
+
+    def _pick(self, lin, q, key, pattern, dtype, out) -> list[int]:
         hit = self.cache.get(key)
         if hit is not None and self._usable(hit.get("config")):
             self.log.append({"key": key, "cached": True})

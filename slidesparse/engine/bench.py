@@ -10,12 +10,16 @@ Each row carries, besides tokens/s (median over ``repeats`` after warm-up, with 
 
 * ``speedup_vs_dense``: against the dense w8a8 row of the same run (dtype, phase, M);
 * ``kernel_speedup``: the kernel-level model total at the same M: the four layer GEMMs
-  alone (``engine_mm`` with the engine's own searched configs), summed, dense over sparse;
+  alone (``engine_mm`` with the engine's own searched configs, random inputs), summed,
+  dense over sparse (``kernel_gemm_s``);
+* ``gemm_speedup_in_step`` (sparse rows): the same ratio for the GEMMs inside the real
+  prefill step (CUDA events around each linear; decode: the graphed GEMMs);
   a value above L/(L-2) · 1.03 is flagged suspect and not reported (``*_raw`` keeps it);
 * ``e2e_over_kernel`` (sparse rows): speedup_vs_dense / kernel_speedup;
 * ``linear_share`` / ``gemm_share``: time of the step's linear layers alone (quant + GEMM +
-  dequant, resp. GEMM only) over the step time; timed as the step runs them: eagerly for
-  prefill, replayed as one CUDA graph of every layer's linears for a graphed decode;
+  dequant, resp. GEMM only) over the step time; prefill on a GPU: measured inside the step
+  (``quant_s`` / ``gemm_s`` / ``dequant_s``); decode: replayed as one CUDA graph of every
+  layer's linears (resp. GEMMs), as the graphed step runs them;
 * ``bound_s`` and ``pct_of_bound``: prefill: the GEMM + attention time alone; decode: weight
   bytes read per step over the measured copy bandwidth;
 * ``peak_mem_gb``; and with ``hf=True`` the HF transformers bf16 prefill of the same batch.
@@ -86,7 +90,8 @@ def copy_bandwidth(device: str) -> float | None:
     n = 1 << 30
     src = torch.empty(n, dtype=torch.uint8, device=device)
     dst = torch.empty_like(src)
-    t = _time(lambda: dst.copy_(src), device, 10, 3)
+    with torch.inference_mode():  # as every other timing here (one kind of flush buffer)
+        t = _time(lambda: dst.copy_(src), device, 10, 3)
     return 2 * n / t["median_s"]
 
 
@@ -156,6 +161,27 @@ def _time_graph(calls: list[Callable[[], object]], repeats: int) -> float:
     return t
 
 
+def _in_step_split(fn: Callable[[], object], repeats: int) -> dict:
+    """Seconds of quant, GEMM and dequant (and their sum) inside one real eager step ``fn``,
+    from CUDA events around every linear (:func:`slidesparse.engine.linear.probe`); medians
+    over ``repeats`` steps. Isolated GEMMs on random inputs run at other clocks than the
+    step's GEMMs on its own activations (an H200's INT8/FP8 GEMMs at large M are power
+    bound, and power depends on the data), so shares and the bound use these."""
+    from slidesparse.engine import linear as lin
+
+    runs = []
+    for _ in range(repeats):
+        with lin.probe() as ev:
+            fn()
+        torch.cuda.synchronize()
+        q = sum(a.elapsed_time(b) for a, b, _, _ in ev) * 1e-3
+        g = sum(b.elapsed_time(c) for _, b, c, _ in ev) * 1e-3
+        d = sum(c.elapsed_time(e) for _, _, c, e in ev) * 1e-3
+        runs.append((q, g, d))
+    q, g, d = (sorted(col)[len(col) // 2] for col in zip(*runs, strict=True))
+    return {"quant_s": q, "gemm_s": g, "dequant_s": d, "linear_s": q + g + d}
+
+
 def _attention_s(engine, B: int, S: int, device: str, repeats: int) -> float:
     """Prefill attention alone (SDPA, causal) x layer count."""
     c = engine.cfg
@@ -178,6 +204,9 @@ def _case(engine, phase: str, M: int, plan: E2EPlan, device: str, bw: float | No
             t = _time(lambda: engine.model.prefill(toks), device, plan.repeats, plan.warmup)
             tokens = B * S
             parts = _layer_parts(engine, B * S, device, plan.repeats)
+            parts["kernel_gemm_s"] = parts["gemm_s"]
+            if device == "cuda":  # the split of the real step, on its own activations
+                parts.update(_in_step_split(lambda: engine.model.prefill(toks), plan.repeats))
             attn = _attention_s(engine, B, S, device, plan.repeats)
             bound = parts["gemm_s"] + attn
             extra = {"batch": B, "seq_len": S, "attention_s": attn, "bound": "gemm+attention"}
@@ -197,6 +226,7 @@ def _case(engine, phase: str, M: int, plan: E2EPlan, device: str, bw: float | No
             t = {**t, **{k: t[k] / steps for k in ("median_s", "p25_s", "p75_s")}}
             tokens = B
             parts = _layer_parts(engine, B, device, plan.repeats, graph=engine.use_graphs)
+            parts["kernel_gemm_s"] = parts["gemm_s"]
             wbytes = engine.weight_bytes()
             bound = wbytes / bw if bw else None
             extra = {
@@ -221,6 +251,9 @@ def _case(engine, phase: str, M: int, plan: E2EPlan, device: str, bw: float | No
         "gemm_share": parts["gemm_s"] / step,
         "gemm_s": parts["gemm_s"],
         "linear_s": parts["linear_s"],
+        "kernel_gemm_s": parts["kernel_gemm_s"],
+        "quant_s": parts.get("quant_s"),
+        "dequant_s": parts.get("dequant_s"),
         "bound_s": bound,
         "pct_of_bound": bound / step if bound else None,
         "peak_mem_gb": torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else None,
@@ -373,9 +406,10 @@ def _speedups(row: dict, base: dict | None, sp: str | None) -> None:
     from slidesparse.core.metrics import is_suspect
 
     row["speedup_vs_dense"] = row["tokens_per_s"] / base["tokens_per_s"] if base else None
-    row["kernel_speedup"] = base["gemm_s"] / row["gemm_s"] if base else None
+    row["kernel_speedup"] = base["kernel_gemm_s"] / row["kernel_gemm_s"] if base else None
     if base is None or sp in (None, "dense"):
         return
+    row["gemm_speedup_in_step"] = base["gemm_s"] / row["gemm_s"]
     for k in ("speedup_vs_dense", "kernel_speedup"):
         if row[k] is not None and is_suspect(row[k], sp):
             row[f"{k}_raw"], row[f"{k}_suspect"], row[k] = row[k], True, None
@@ -395,6 +429,11 @@ def format_row(r: dict) -> str:
         f"vs dense {_sp(r, 'speedup_vs_dense')}  "
         f"kernel {_sp(r, 'kernel_speedup')}  "
         + (f"e2e/kernel {r['e2e_over_kernel']:.0%}  " if r.get("e2e_over_kernel") else "")
+        + (
+            f"gemm in step {r['gemm_speedup_in_step']:.3f}x  "
+            if r.get("gemm_speedup_in_step")
+            else ""
+        )
         + f"step {r['step_ms']:.3f} ms "
         f"[{r['tokens_per_s_p25']:,.0f}-{r['tokens_per_s_p75']:,.0f}]  "
         f"linear {r['linear_share']:.0%} (gemm {r['gemm_share']:.0%})  "

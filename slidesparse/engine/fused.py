@@ -8,7 +8,9 @@ moves the whole [M, hidden] activation. These kernels do each step in one pass:
 * :func:`add_rmsnorm`: ``h = x + d`` (the residual add, bf16) and ``y = w · bf16(h / rms(h))``;
 * :func:`rope_`: rotates q and k inside the fused qkv output, in place, at positions
   ``pos0 + s``, and optionally writes the rotated k and v into the static KV cache;
-* :func:`silu_mul`: ``bf16(silu(gate)) · up`` of the fused gate_up output.
+* :func:`silu_mul`: ``bf16(silu(gate)) · up`` of the fused gate_up output;
+* :func:`dequant_silu_mul`: the same straight from the quantized gate_up GEMM's accumulator,
+  folding the dequant in (the gate_up linear's epilogue on the quantized backends).
 
 Every intermediate is rounded to bf16 where Hugging Face's eager code rounds it (with
 :func:`slidesparse.kernels.rounding.rne_bf16`, so the interpreter rounds as the GPU does); the
@@ -193,4 +195,38 @@ def silu_mul(x: torch.Tensor) -> torch.Tensor:
     return y.view(*x.shape[:-1], inter)
 
 
-__all__ = ["add_rmsnorm", "rope_", "silu_mul"]
+@triton.jit
+def _dequant_silu_mul_kernel(acc_ptr, sa_ptr, sb_ptr, y_ptr, inter, stride_am, BLOCK: tl.constexpr):
+    row = tl.program_id(0).to(tl.int64)
+    cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    m = cols < inter
+    sa = tl.load(sa_ptr + row)
+    g = tl.load(acc_ptr + row * stride_am + cols, mask=m, other=0).to(tl.float32)
+    u = tl.load(acc_ptr + row * stride_am + inter + cols, mask=m, other=0).to(tl.float32)
+    sbg = tl.load(sb_ptr + cols, mask=m, other=0.0)
+    sbu = tl.load(sb_ptr + inter + cols, mask=m, other=0.0)
+    # dequant_bias's arithmetic, ((acc · scale_a) · scale_b) rounded to bf16, then silu_mul's
+    gb = rne_bf16((g * sa) * sbg).to(tl.float32)
+    ub = rne_bf16((u * sa) * sbu).to(tl.float32)
+    s = rne_bf16(gb / (1.0 + tl.exp(-gb))).to(tl.float32)
+    tl.store(y_ptr + row * inter + cols, rne_bf16(s * ub), mask=m)
+
+
+def dequant_silu_mul(
+    acc: torch.Tensor, scale_a: torch.Tensor, w_scale: torch.Tensor, M: int
+) -> torch.Tensor:
+    """The gate_up GEMM accumulator [M_pad, 2·I] (int32 or bf16) -> bf16 [M, I] in one pass:
+    dequant (per-row ``scale_a``, per-column ``w_scale``, no bias) and SiLU-and-mul, with
+    the roundings of ``dequant_bias`` followed by :func:`silu_mul`. Saves writing and
+    re-reading the bf16 gate_up activation."""
+    inter = acc.shape[1] // 2
+    assert acc.stride(1) == 1 and scale_a.stride(0) == 1 and w_scale.is_contiguous()
+    y = torch.empty((M, inter), dtype=torch.bfloat16, device=acc.device)
+    block = min(1024, triton.next_power_of_2(inter))
+    _dequant_silu_mul_kernel[(M, triton.cdiv(inter, block))](
+        acc, scale_a, w_scale, y, inter, acc.stride(0), BLOCK=block, num_warps=4
+    )
+    return y
+
+
+__all__ = ["add_rmsnorm", "dequant_silu_mul", "rope_", "silu_mul"]

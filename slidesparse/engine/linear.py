@@ -37,7 +37,34 @@ QMAX = {torch.int8: 127.0, torch.float8_e4m3fn: 448.0}
 ACC_DTYPE = {torch.int8: torch.int32, torch.float8_e4m3fn: torch.bfloat16}
 GEMM_KINDS = ("cpu-ref", "cublaslt", "cusparselt", "torch-builtin", "torch-cslt")
 
-__all__ = ["BACKENDS", "Bf16Linear", "QuantLinear", "engine_mm", "quantize_weight"]
+__all__ = ["BACKENDS", "Bf16Linear", "QuantLinear", "engine_mm", "probe", "quantize_weight"]
+
+# Set by :func:`probe`: CUDA events (start, quantized, GEMM done, end) of every eager forward,
+# so a benchmark can split a real step's time without running the linears apart from it.
+_PROBE: list | None = None
+
+
+class probe:
+    """``with probe() as ev:`` records CUDA events around every eager linear forward.
+
+    ``ev`` gets one (start, after quant, after GEMM, end) tuple per call (bf16: the middle
+    two are start and end). Not for CUDA-graph capture or torch.compile (the default None
+    keeps the forward free of it)."""
+
+    def __enter__(self) -> list:
+        global _PROBE
+        _PROBE = []
+        return _PROBE
+
+    def __exit__(self, *exc) -> None:
+        global _PROBE
+        _PROBE = None
+
+
+def _event():
+    e = torch.cuda.Event(enable_timing=True)
+    e.record()
+    return e
 
 
 # --- the GEMM op ---------------------------------------------------------------------------
@@ -121,6 +148,12 @@ class Bf16Linear(nn.Module):
         self.register_buffer("bias", bias, persistent=False)  # [N] or None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if _PROBE is not None:
+            e0 = _event()
+            y = F.linear(x, self.weight, self.bias)
+            e1 = _event()
+            _PROBE.append((e0, e0, e1, e1))
+            return y
         return F.linear(x, self.weight, self.bias)
 
     def weight_bytes(self) -> int:
@@ -180,18 +213,33 @@ class QuantLinear(nn.Module):
             self.configs[q.shape[0]] = cfg
         return engine_mm(q, self.weight, self.N, self.kind, self.acc_dtype, cfg)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, epilogue=None) -> torch.Tensor:
+        """x [..., K] -> [..., N] bf16. ``epilogue(acc [M_pad, N], scale_a [M_pad], w_scale,
+        M) -> [M, N']`` replaces dequant_bias (bias-free layers; the engine's fused
+        dequant + SiLU-and-mul of gate_up)."""
         from slidesparse.kernels import ops as kops
 
         lead = x.shape[:-1]
         x2 = x.reshape(-1, self.K)  # [M, K]
         M = x2.shape[0]
+        ev = None if _PROBE is None else [_event()]
         q, scale_a = self.quantize(x2)  # M padded to 16 by the kernels
+        if ev:
+            ev.append(_event())
         acc = self.gemm(q)  # [M_pad, N]
-        if acc.shape[0] != M:
-            acc, scale_a = acc[:M], scale_a[:M]  # row slices stay contiguous
-        y = kops.dequant_bias(acc, scale_a, self.w_scale, self.bias, x.dtype)  # [M, N]
-        return y.view(*lead, self.N)
+        if ev:
+            ev.append(_event())
+        if epilogue is not None:
+            assert self.bias is None, f"{self.name}: an epilogue replaces a bias-free dequant"
+            y = epilogue(acc, scale_a, self.w_scale, M)  # [M, N']
+        else:
+            if acc.shape[0] != M:
+                acc, scale_a = acc[:M], scale_a[:M]  # row slices stay contiguous
+            y = kops.dequant_bias(acc, scale_a, self.w_scale, self.bias, x.dtype)  # [M, N]
+        if ev:
+            ev.append(_event())
+            _PROBE.append(tuple(ev))
+        return y.view(*lead, y.shape[-1])
 
     def weight_bytes(self) -> int:
         return self.weight.numel() * self.weight.element_size()

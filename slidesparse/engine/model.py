@@ -213,7 +213,11 @@ class MLP(nn.Module):
         if fused:
             from slidesparse.engine import fused as fk
 
-            return self.down_proj(fk.silu_mul(self.gate_up_proj(x)))
+            gu = self.gate_up_proj
+            if getattr(gu, "bias", None) is None and hasattr(gu, "w_scale"):
+                # quantized: dequant and SiLU-and-mul in one pass over the accumulator
+                return self.down_proj(gu(x, epilogue=fk.dequant_silu_mul))
+            return self.down_proj(fk.silu_mul(gu(x)))
         gate, up = self.gate_up_proj(x).chunk(2, dim=-1)  # [.., inter] each
         return self.down_proj(F.silu(gate) * up)
 
