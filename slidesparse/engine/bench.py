@@ -164,9 +164,10 @@ def _time_graph(calls: list[Callable[[], object]], repeats: int) -> float:
 def _in_step_split(fn: Callable[[], object], repeats: int) -> dict:
     """Seconds of quant, GEMM and dequant (and their sum) inside one real eager step ``fn``,
     from CUDA events around every linear (:func:`slidesparse.engine.linear.probe`); medians
-    over ``repeats`` steps. Isolated GEMMs on random inputs run at other clocks than the
-    step's GEMMs on its own activations (an H200's INT8/FP8 GEMMs at large M are power
-    bound, and power depends on the data), so shares and the bound use these."""
+    over ``repeats`` steps (gate_up's "dequant" includes the SiLU-and-mul fused into its
+    epilogue on the quantized backends). Isolated GEMMs on random inputs run at other
+    clocks than the step's GEMMs on its own activations (an H200's INT8/FP8 GEMMs at large
+    M are power bound, and power depends on the data), so shares and the bound use these."""
     from slidesparse.engine import linear as lin
 
     runs = []
