@@ -187,3 +187,18 @@ def test_quantize_weight_keeps_zeros_and_rounds_half_even():
     q, s = quantize_weight(w, torch.int8)
     assert s.item() == 1.0
     assert q.tolist() == [[127, 0, 2, -2, 0]]
+
+
+@pytest.mark.parametrize("backend", ["w8a8", "slidesparse"])
+def test_quant_linear_compiles_without_graph_breaks(tmp_path, backend):
+    """The quantized linear is three registered custom ops with fakes: torch.compile traces
+    it whole (fullgraph) and the compiled module gives the eager result bit for bit."""
+    eng = build_engine(
+        write_tiny(tmp_path / "m", "llama"), backend, sparsity="2_8", weight_cache=False
+    )
+    m = eng.model.layers[0].mlp.gate_up_proj
+    x = torch.randn(2, 16, m.K, generator=torch.Generator().manual_seed(0)).to(torch.bfloat16)
+    torch._dynamo.reset()
+    compiled = torch.compile(m, fullgraph=True, backend="aot_eager", dynamic=False)
+    with torch.inference_mode():
+        assert torch.equal(compiled(x), m(x))
