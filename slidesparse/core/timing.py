@@ -73,7 +73,10 @@ _flush_buffer = None
 def _flush_l2(torch) -> None:
     global _flush_buffer
     if _flush_buffer is None:
-        _flush_buffer = torch.empty(_FLUSH_BYTES // 4, dtype=torch.int32, device="cuda")
+        # A normal tensor even when the first timing runs under inference mode: an inference
+        # tensor could not be zeroed by a later timing outside it.
+        with torch.inference_mode(False):
+            _flush_buffer = torch.empty(_FLUSH_BYTES // 4, dtype=torch.int32, device="cuda")
     _flush_buffer.zero_()
 
 

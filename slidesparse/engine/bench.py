@@ -90,7 +90,7 @@ def copy_bandwidth(device: str) -> float | None:
     n = 1 << 30
     src = torch.empty(n, dtype=torch.uint8, device=device)
     dst = torch.empty_like(src)
-    with torch.inference_mode():  # as every other timing here (one kind of flush buffer)
+    with torch.inference_mode():
         t = _time(lambda: dst.copy_(src), device, 10, 3)
     return 2 * n / t["median_s"]
 

@@ -13,7 +13,7 @@ Quantized backends prune to the pattern by magnitude along K (or, with ``require
 check that the checkpoint already is), quantize per output channel, then slide and compress
 (slidesparse) or pad K (w8a8). For checkpoints the result is cached on disk under the GPU
 tag (``<cache>/<tag>/engine_weights/<key>.safetensors``, written to a temp file then
-``os.replace``d), keyed by the checkpoint's files, backend, dtype, pattern and GEMM kind. Random
+written atomically), keyed by the checkpoint's files, backend, dtype, pattern and GEMM kind. Random
 weights are not cached: regenerating them on the GPU takes seconds, writing tens of GB would not.
 """
 
@@ -21,13 +21,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from slidesparse.core.atomic import atomic_write
 from slidesparse.core.errors import UserError
 from slidesparse.engine.config import EngineConfig
 
@@ -283,13 +282,5 @@ class PreparedCache:
     def save(self, tensors: dict[str, torch.Tensor]) -> None:
         from safetensors.torch import save_file
 
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".w.", suffix=".tmp")
-        os.close(fd)
-        try:
-            cpu = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-            save_file(cpu, tmp, metadata=self.meta)
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        cpu = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+        atomic_write(self.path, lambda tmp: save_file(cpu, tmp, metadata=self.meta))
