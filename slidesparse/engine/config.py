@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from slidesparse.core.errors import UserError
+from slidesparse.core.models import ModelSpec, get_model
 
 FAMILIES = ("llama", "qwen2")
 _ARCHITECTURES = {"LlamaForCausalLM": "llama", "Qwen2ForCausalLM": "qwen2"}
@@ -45,97 +46,58 @@ class RopeScaling:
 
 @dataclass(frozen=True)
 class EngineConfig:
-    """Everything the decoder needs; one instance per model."""
+    """Everything the decoder needs: the model's shapes plus what only a forward pass uses.
 
-    name: str
+    The shapes (hidden, intermediate, layers, heads, kv heads, head_dim, vocab, tied
+    embeddings) are the model registry's :class:`~slidesparse.core.models.ModelSpec`, read
+    through this object (``cfg.hidden``), so the engine and the kernel matrix share one
+    definition of every model.
+    """
+
+    spec: ModelSpec
     family: str  # "llama" | "qwen2"
-    hidden: int
-    intermediate: int
-    num_layers: int
-    heads: int
-    kv_heads: int
-    head_dim: int
-    vocab_size: int
     rms_eps: float
     rope_theta: float
     rope_scaling: RopeScaling | None
-    tie_word_embeddings: bool
     qkv_bias: bool
     max_position: int
 
+    def __getattr__(self, name: str):
+        # Only reached for names this class lacks: the shape fields of the spec.
+        if name == "spec":
+            raise AttributeError(name)
+        return getattr(self.spec, name)
+
     @property
     def q_size(self) -> int:
-        return self.heads * self.head_dim
+        return self.spec.heads * self.spec.head_dim
 
     @property
     def kv_size(self) -> int:
-        return self.kv_heads * self.head_dim
+        return self.spec.kv_heads * self.spec.head_dim
 
     @property
     def layer_shapes(self) -> dict[str, tuple[int, int]]:
-        """Linear name -> (N, K): the fused shapes of the kernel matrix (SLIDESPARSE.md §6)."""
-        return {
-            "qkv_proj": (self.q_size + 2 * self.kv_size, self.hidden),
-            "o_proj": (self.hidden, self.q_size),
-            "gate_up_proj": (2 * self.intermediate, self.hidden),
-            "down_proj": (self.hidden, self.intermediate),
-        }
-
-    def linear_params(self) -> int:
-        """Weights in the decoder blocks' linear layers."""
-        return self.num_layers * sum(n * k for n, k in self.layer_shapes.values())
+        """Linear name -> (N, K): the fused layer shapes of the kernel matrix."""
+        layers = self.spec.layers
+        return {f"{k}_proj": layers[k] for k in ("qkv", "o", "gate_up", "down")}
 
 
 LLAMA3_SCALING = RopeScaling(32.0, 1.0, 4.0, 8192)
 
+# What a forward pass needs beyond the registry's shapes, per built-in model:
+# (family, rms_norm_eps, rope_theta, rope_scaling, qkv bias, max_position_embeddings).
+# Qwen2.5-14B's config.json says rms_norm_eps 1e-05, unlike the 7B's 1e-06.
+_BUILTIN_FORWARD = {
+    "Llama3.2-1B": ("llama", 1e-5, 500000.0, LLAMA3_SCALING, False, 131072),
+    "Llama3.2-3B": ("llama", 1e-5, 500000.0, LLAMA3_SCALING, False, 131072),
+    "Qwen2.5-7B": ("qwen2", 1e-6, 1000000.0, None, True, 32768),
+    "Qwen2.5-14B": ("qwen2", 1e-5, 1000000.0, None, True, 32768),
+}
+
 
 def _builtin() -> dict[str, EngineConfig]:
-    def llama(name, hidden, inter, layers, heads):
-        return EngineConfig(
-            name,
-            "llama",
-            hidden,
-            inter,
-            layers,
-            heads,
-            8,
-            hidden // heads,
-            128256,
-            1e-5,
-            500000.0,
-            LLAMA3_SCALING,
-            True,
-            False,
-            131072,
-        )
-
-    def qwen(name, hidden, inter, layers, heads, kv, eps):
-        return EngineConfig(
-            name,
-            "qwen2",
-            hidden,
-            inter,
-            layers,
-            heads,
-            kv,
-            hidden // heads,
-            152064,
-            eps,
-            1000000.0,
-            None,
-            False,
-            True,
-            32768,
-        )
-
-    configs = (
-        llama("Llama3.2-1B", 2048, 8192, 16, 32),
-        llama("Llama3.2-3B", 3072, 8192, 28, 24),
-        qwen("Qwen2.5-7B", 3584, 18944, 28, 28, 4, 1e-6),
-        # Qwen2.5-14B's config.json says rms_norm_eps 1e-05, unlike the 7B's 1e-06.
-        qwen("Qwen2.5-14B", 5120, 13824, 48, 40, 8, 1e-5),
-    )
-    return {c.name: c for c in configs}
+    return {name: EngineConfig(get_model(name), *fwd) for name, fwd in _BUILTIN_FORWARD.items()}
 
 
 BUILTIN = _builtin()
@@ -225,9 +187,8 @@ def config_from_hf(cfg: dict, name: str = "custom", where: str = "config.json") 
             raise UserError(f"{where}: mlp_bias is not supported")
     else:
         qkv_bias = True
-    return EngineConfig(
+    spec = ModelSpec(
         name=name,
-        family=family,
         hidden=hidden,
         intermediate=int(cfg["intermediate_size"]),
         num_layers=int(cfg["num_hidden_layers"]),
@@ -235,10 +196,14 @@ def config_from_hf(cfg: dict, name: str = "custom", where: str = "config.json") 
         kv_heads=kv,
         head_dim=head_dim,
         vocab_size=int(cfg["vocab_size"]),
+        tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)),
+    )
+    return EngineConfig(
+        spec,
+        family=family,
         rms_eps=float(cfg.get("rms_norm_eps", 1e-6)),
         rope_theta=float(cfg.get("rope_theta", 10000.0)),
         rope_scaling=_rope_scaling(cfg, where),
-        tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)),
         qkv_bias=qkv_bias,
         max_position=int(cfg.get("max_position_embeddings", 4096)),
     )
