@@ -45,9 +45,18 @@ def cli() -> None:
     """SlideSparse: measure (L-2):L sparse GEMMs and models against dense cuBLASLt."""
 
 
+def _short_help(command: click.Command) -> None:
+    # click cuts a summary to 45 characters ("..."): give it the whole first sentence instead.
+    if command.help and not command.short_help:
+        command.short_help = command.help.strip().split("\n\n")[0].replace("\n", " ")
+    for sub in getattr(command, "commands", {}).values():
+        _short_help(sub)
+
+
 for _name in _COMMAND_MODULES:
     for _command in importlib.import_module(f"slidesparse.commands.{_name}").commands:
         cli.add_command(_command)
+_short_help(cli)  # after every module ran: subcommands attach to their groups on import
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):

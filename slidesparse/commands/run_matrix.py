@@ -15,7 +15,7 @@ from slidesparse.run.progress import fmt_seconds
 @click.option(
     "--timeout",
     "timeout_s",
-    type=float,
+    type=click.FloatRange(min=0, min_open=True),
     default=None,
     help="Per-cell timeout in seconds for every cell (default: per task).",
 )

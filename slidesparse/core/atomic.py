@@ -13,6 +13,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: Path | str, write: Callable[[str], None]) -> None:
     """Call ``write(tmp_path)``, then move the finished file over ``path`` in one rename."""
     path = Path(path)
@@ -23,6 +29,8 @@ def atomic_write(path: Path | str, write: Callable[[str], None]) -> None:
         write(tmp)
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
+        # mkstemp makes the file 0600; a result file is as readable as any other the user writes.
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -123,6 +123,22 @@ def capabilities(cc: tuple[int, int] | None) -> Capabilities:
     return Capabilities(cc, dense, sparse)
 
 
+def _parse_cc(value) -> tuple[int, int]:
+    """A record's compute capability, [major, minor]; UserError naming the fix otherwise."""
+    from slidesparse.core.errors import UserError
+
+    if (
+        isinstance(value, list | tuple)
+        and len(value) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value)
+    ):
+        return int(value[0]), int(value[1])
+    raise UserError(
+        f"machine record: cc must be [major, minor] like [9, 0] (or null without a GPU), "
+        f"got {value!r}"
+    )
+
+
 @dataclass
 class MachineRecord:
     """What is saved next to results: enough to say where and with what each number was measured."""
@@ -184,7 +200,7 @@ class MachineRecord:
         names = set(cls.__dataclass_fields__) - {"tag"}
         kwargs = {k: v for k, v in d.items() if k in names and v is not None}
         if kwargs.get("cc") is not None:
-            kwargs["cc"] = tuple(kwargs["cc"])
+            kwargs["cc"] = _parse_cc(kwargs["cc"])
         for f in dataclasses.fields(cls):  # fields a partial record leaves out are unknown
             if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
                 kwargs.setdefault(f.name, None)

@@ -51,9 +51,14 @@ def build_reports(
     store = Store(results)
     if not store.root.is_dir():
         raise UserError(f"{store.root}: no such results folder")
+    tags = store.gpu_tags()
+    if not tags and any(store.root.iterdir()):
+        raise UserError(
+            f"{store.root}: not a results store (no GPU tag folder with parts/ or machine.json);"
+            " pass the folder that run-matrix, merge or import-legacy wrote"
+        )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tags = store.gpu_tags()
     if gpu:
         unknown = [t for t in gpu if t not in tags]
         if unknown:

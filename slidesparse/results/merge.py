@@ -47,6 +47,12 @@ def merge_stores(inputs: list[Path | str], out: Path | str) -> MergeSummary:
     out_store = Store(out)
     stores = [Store(p) for p in inputs]
     for s in stores:
+        if s.root.resolve() == out_store.root.resolve():
+            raise UserError(
+                f"merge -o {out} is also an input, which the merge would rewrite; "
+                "write the merge to another folder"
+            )
+    for s in stores:
         if not s.root.is_dir():
             raise UserError(f"{s.root}: no such results folder; pass folders made by slidesparse")
         if not s.gpu_tags():

@@ -131,7 +131,19 @@ def _file_keys(loc: tuple) -> list[str]:
 
 
 class _Loader(yaml.SafeLoader):
-    """YAML 1.2 numbers: ``2_8`` and ``6:8`` stay strings (YAML 1.1 reads 28 and 368)."""
+    """YAML 1.2 numbers: ``2_8`` and ``6:8`` stay strings (YAML 1.1 reads 28 and 368); a key
+    given twice in one mapping is an error (plain YAML lets the last value silently win)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is given twice; keep one", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 _Loader.yaml_implicit_resolvers = {

@@ -160,6 +160,11 @@ def gpu_slots(
     visible = [s.strip() for s in visible_env.split(",") if s.strip()] if visible_env else None
     if spec != "all":
         if visible is None:
+            if gpu_count and max(int(s) for s in slots) >= gpu_count:
+                raise UserError(
+                    f"--gpus {spec} asks for a device this machine lacks: it has {gpu_count} "
+                    f"GPU(s), indices 0..{gpu_count - 1}"
+                )
             return slots
         if max(int(s) for s in slots) >= len(visible):
             raise UserError(

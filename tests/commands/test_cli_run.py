@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import textwrap
@@ -125,6 +126,8 @@ def test_malformed_matrix_exits_2_naming_the_problem(env, capsys, kind):
         (["--preset", "nope"], "unknown preset 'nope'"),
         (["--shard", "3/3"], "bad --shard '3/3'"),
         (["--gpus", "x"], "bad --gpus 'x'"),  # checked on a machine without a GPU too
+        (["--timeout", "0"], "Invalid value for '--timeout'"),
+        (["--timeout", "-1"], "Invalid value for '--timeout'"),
     ],
 )
 def test_bad_options_exit_2(env, capsys, args, expected):
@@ -215,3 +218,65 @@ def test_smoke_store_resumes_with_nothing_to_run_and_merges_without_doubling(
     assert frame["row_id"].is_unique
     assert set(frame["cell_id"]) == set(Store(smoke_store).read(tag)["cell_id"])
     assert {p: p.read_bytes() for p in Store(smoke_store).part_files()} == before
+
+
+def test_gpus_beyond_the_machine_exit_2(tmp_path, capsys):
+    machine = tmp_path / "machine.json"
+    record = {"gpu_tag": "H200_cc90_py312_cu130_x86_64", "cc": [9, 0], "gpu_count": 2}
+    machine.write_text(json.dumps(record))
+    args = ["run-matrix", "--machine", str(machine), "--dry-run", "--results", str(tmp_path)]
+    code, _, err = _run(capsys, *args, "--gpus", "99")
+    assert code == 2 and "it has 2 GPU(s), indices 0..1" in err
+    assert len(err.strip().splitlines()) == 1
+    assert _run(capsys, *args, "--gpus", "1")[0] == 0
+
+
+@pytest.mark.parametrize("cc", ['"9.0"', "[9]", '["9", "0"]', "90"])
+def test_machine_record_with_a_bad_cc_exits_2(tmp_path, capsys, cc):
+    machine = tmp_path / "machine.json"
+    machine.write_text(f'{{"gpu_tag": "H200_cc90_py312_cu130_x86_64", "cc": {cc}}}')
+    code, _, err = _run(capsys, "plan", "--machine", str(machine), "--results", str(tmp_path))
+    assert code == 2 and "cc must be [major, minor] like [9, 0]" in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_duplicate_yaml_key_exits_2_naming_it(env, capsys):
+    path = env["write"]("blocks:\n  - task: noop\n    axes: {count: 2, count: 3}\n", "dup.yaml")
+    code, _, err = _run(capsys, "plan", "--preset", path, "--machine", env["machine"])
+    assert code == 2 and "key 'count' is given twice" in err and "line 3" in err
+
+
+def test_merge_into_one_of_its_inputs_exits_2_and_leaves_it_alone(smoke_store, tmp_path, capsys):
+    copy = tmp_path / "copy"
+    shutil.copytree(smoke_store, copy)
+    before = sorted(p.read_bytes() for p in copy.rglob("*") if p.is_file())
+    code, _, err = _run(capsys, "merge", str(smoke_store), str(copy), "-o", str(copy))
+    assert code == 2 and "is also an input" in err
+    assert sorted(p.read_bytes() for p in copy.rglob("*") if p.is_file()) == before
+
+
+def test_report_refuses_a_folder_that_is_not_a_store(tmp_path, capsys):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "cat.jpg").write_bytes(b"not results")
+    code, _, err = _run(capsys, "report", str(folder))
+    assert code == 2 and "not a results store" in err
+    assert sorted(p.name for p in folder.iterdir()) == ["cat.jpg"]  # nothing written into it
+
+
+def test_result_files_follow_the_umask(smoke_store):
+    import stat
+
+    store = Store(smoke_store)
+    (tag,) = store.gpu_tags()
+    files = [*store.part_files(tag), store.tag_dir(tag) / "machine.json"]
+    mask = os.umask(0)
+    os.umask(mask)
+    assert {stat.S_IMODE(p.stat().st_mode) for p in files} == {0o666 & ~mask}
+
+
+def test_top_level_help_is_not_cut(capsys):
+    code, out, _ = _run(capsys, "--help")
+    listing = out.split("Commands:")[1]
+    assert code == 0 and "run-matrix" in listing
+    assert "..." not in listing and "\N{HORIZONTAL ELLIPSIS}" not in listing

@@ -66,7 +66,10 @@ def test_merge_is_idempotent_and_order_independent(two_stores, tmp_path):
     assert _snapshot(tmp_path / "ab") == _snapshot(tmp_path / "ba")
     before = _snapshot(tmp_path / "ab")
     merge_stores([a, b], tmp_path / "ab")  # again, into the same output
-    merge_stores([tmp_path / "ab", a], tmp_path / "ab")
+    assert _snapshot(tmp_path / "ab") == before
+    # Naming the output as an input too is refused: the merge would rewrite an input.
+    with pytest.raises(UserError, match="is also an input"):
+        merge_stores([tmp_path / "ab", a], tmp_path / "ab")
     assert _snapshot(tmp_path / "ab") == before
 
 
