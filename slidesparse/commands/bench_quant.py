@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from slidesparse.commands.bench import bench
-from slidesparse.commands.options import csv, int_list
+from slidesparse.commands.options import console, csv, int_list
 from slidesparse.core.errors import UserError
 
 _TARGET_M = "16384,65536"
@@ -43,7 +43,6 @@ def bench_quant(
     m_list, k_list, in_dtype, out_dtypes, sparsity, acc_dtypes, kernels, results, json_out, no_check
 ) -> None:
     """Time quant_only, quant_slide and dequant_bias against this GPU's copy bandwidth."""
-    from rich.console import Console
 
     from slidesparse.core import sparsity as sp
     from slidesparse.core.atomic import atomic_write_text
@@ -64,7 +63,7 @@ def bench_quant(
         kernels=tuple(csv(kernels)),
         check=not no_check,
     )
-    Console().print(kbench.format_table(rows))
+    console().print(kbench.format_table(rows))
     if json_out:
         atomic_write_text(Path(json_out), json.dumps(rows, indent=1, default=str) + "\n")
 

@@ -6,12 +6,13 @@ import json
 
 import click
 
+from slidesparse.commands.options import console
+
 
 @click.command("env")
 @click.option("--json", "as_json", is_flag=True, help="Print the machine record as JSON.")
 def env_command(as_json: bool) -> None:
     """Show this machine's GPU tag and the record saved next to results."""
-    from rich.console import Console
     from rich.table import Table
 
     from slidesparse.core.hardware import detect_machine
@@ -28,7 +29,7 @@ def env_command(as_json: bool) -> None:
         table.add_row(key, "-" if value in (None, {}, []) else str(value))
     table.add_row("dense GEMM dtypes", ", ".join(sorted(record.capabilities.dense)) or "none")
     table.add_row("2:4 sparse dtypes", ", ".join(sorted(record.capabilities.sparse)) or "none")
-    Console().print(table)
+    console().print(table)
 
 
 commands = [env_command]

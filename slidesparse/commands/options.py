@@ -116,3 +116,13 @@ def int_list(text: str, name: str = "M") -> list[int]:
     if not values or any(v <= 0 for v in values):
         raise UserError(f"--{name} {text!r}: give comma-separated positive integers")
     return values
+
+
+def console():
+    """A rich Console for tables: the terminal's width, or unlimited when output is piped or
+    logged, so that no cell is cut to "…" in a file."""
+    import sys
+
+    from rich.console import Console
+
+    return Console() if sys.stdout.isatty() else Console(width=10_000)

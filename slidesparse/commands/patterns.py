@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from slidesparse.commands.options import K_OPTION, SPARSITY_OPTION
+from slidesparse.commands.options import K_OPTION, SPARSITY_OPTION, console
 
 
 @click.command("patterns")
@@ -12,7 +12,6 @@ from slidesparse.commands.options import K_OPTION, SPARSITY_OPTION
 @SPARSITY_OPTION
 def patterns_command(k: int | None, sparsity) -> None:
     """List patterns: non-zeros, K expansion, ideal speedup and (with --K) K_slide."""
-    from rich.console import Console
     from rich.table import Table
 
     from slidesparse.core.sparsity import describe
@@ -35,7 +34,7 @@ def patterns_command(k: int | None, sparsity) -> None:
         if k:
             cells += [str(d["K_slide"]), str(d["compressed_values"])]
         table.add_row(*cells)
-    Console().print(table)
+    console().print(table)
 
 
 commands = [patterns_command]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from slidesparse.commands.options import SparsityList
+from slidesparse.commands.options import SparsityList, console
 
 
 @click.command("verify")
@@ -31,7 +31,6 @@ def verify_command(model: str, device: str, sparsity, m: int, seed: int) -> int:
 
     Exits 1 if any pattern, 2:4 or exactness check fails.
     """
-    from rich.console import Console
     from rich.table import Table
 
     from slidesparse.core.models import resolve_model
@@ -58,10 +57,10 @@ def verify_command(model: str, device: str, sparsity, m: int, seed: int) -> int:
             f"{r.max_abs_err:g}",
             f"{check.seconds:.2f}",
         )
-    console = Console()
-    console.print(table)
+    out = console()
+    out.print(table)
     total = len(table.rows)
-    console.print(
+    out.print(
         f"{total - failures}/{total} checks passed"
         + ("" if not failures else f", {failures} FAILED")
     )

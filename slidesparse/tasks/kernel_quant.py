@@ -21,6 +21,7 @@ memory bandwidth); larger cells are skipped before they reach a worker.
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Iterator, Mapping
 from typing import Any, Literal
 
@@ -147,6 +148,9 @@ def run(params: Mapping[str, Any], ctx: TaskContext) -> list[dict]:
     from slidesparse.kernels import bench, tuning
 
     case = case_from_params(params)
+    if importlib.util.find_spec("triton") is None:
+        # Declared a dependency on Linux; elsewhere the kernels cannot run at all.
+        raise Unsupported("triton is not installed (pip install triton): the quant kernels need it")
     if ctx.device == "cpu":
         return [_run_interpreted(case, params)]
     bench.require_cuda()

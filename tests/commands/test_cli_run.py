@@ -280,3 +280,10 @@ def test_top_level_help_is_not_cut(capsys):
     listing = out.split("Commands:")[1]
     assert code == 0 and "run-matrix" in listing
     assert "..." not in listing and "\N{HORIZONTAL ELLIPSIS}" not in listing
+
+
+def test_piped_tables_are_never_cut(capsys, monkeypatch):
+    # A long cell (the ptxas path) stays whole when the output is a file, not a terminal.
+    monkeypatch.setenv("TRITON_PTXAS_PATH", "/opt/" + "x" * 150 + "/ptxas")
+    code, out, _ = _run(capsys, "env")
+    assert code == 0 and "\N{HORIZONTAL ELLIPSIS}" not in out

@@ -111,3 +111,16 @@ def test_without_a_gpu_large_cells_and_tuning_are_skipped(tmp_path):
         get_task("kernel-quant").fn({"kernel": "quant_only", "M": 1024, "K": 4096}, ctx)
     with pytest.raises(Unsupported, match="CUDA"):
         get_task("tune").fn({"kernel": "quant_only", "M": 16, "K": 64}, ctx)
+
+
+def test_without_triton_a_cell_is_skipped_with_the_reason(monkeypatch, tmp_path):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "triton" else real(name, *a)
+    )
+    ctx = TaskContext(device="cpu", gpu_tag="CPU_test", cache_dir=tmp_path)
+    params = {"kernel": "quant_only", "M": 16, "K": 64}
+    with pytest.raises(Unsupported, match="triton is not installed"):
+        get_task("kernel-quant").fn(params, ctx)
