@@ -14,8 +14,16 @@ from slidesparse.core.errors import UserError
 @click.command("results")
 @click.argument("directory", required=False, type=click.Path(file_okay=False, path_type=Path))
 @results_option
-def results_cmd(directory: Path | None, results: Path) -> None:
-    """Summarize a results directory: per GPU tag, cells by task and status."""
+@click.option(
+    "--repair",
+    is_flag=True,
+    help="Move unreadable part files to quarantine/ and compact the parts of killed runs.",
+)
+def results_cmd(directory: Path | None, results: Path, repair: bool) -> None:
+    """Summarize a results directory: per GPU tag, cells by task and status.
+
+    Reading never changes the folder; ``--repair`` is the one way to tidy it.
+    """
     from slidesparse.results.store import Store, StoreWarning, summarize
 
     store = Store(directory or results)
@@ -25,6 +33,13 @@ def results_cmd(directory: Path | None, results: Path) -> None:
     if not tags:
         click.echo(f"no results under {store.root}")
         return
+    for tag in tags if repair else ():
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", StoreWarning)
+            moved, compacted = store.repair(tag)
+        for w in caught:
+            click.echo(f"  warning: {w.message}")
+        click.echo(f"{tag}: repaired: {len(moved)} quarantined, {len(compacted)} runs compacted")
     for tag in tags:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", StoreWarning)

@@ -249,11 +249,40 @@ class Store:
         )
         return dest
 
-    def read_table(self, gpu_tag: str | None = None, *, move_corrupt: bool = True) -> pa.Table:
+    def quarantine_unreadable(self, gpu_tag: str) -> list[Path]:
+        """Move every part file of ``gpu_tag`` that cannot be read aside; their new paths.
+
+        Only commands that write the store (``run-matrix``, ``results --repair``) call this:
+        reading never moves or changes a file.
+        """
+        moved = []
+        for path in self.part_files(gpu_tag):
+            try:
+                read_part(path)
+            except UserError:
+                raise
+            except Exception as exc:  # pyarrow raises many types for bad files
+                moved.append(self.quarantine(path, f"{type(exc).__name__}: {exc}".splitlines()[0]))
+        return moved
+
+    def repair(self, gpu_tag: str) -> tuple[list[Path], list[Path]]:
+        """Quarantine unreadable parts, then compact each run's small parts into one file.
+
+        Returns (quarantined files, compacted run files). A killed run leaves its parts
+        uncompacted; each compaction is atomic and loses no row.
+        """
+        moved = self.quarantine_unreadable(gpu_tag)
+        runs = sorted(
+            {p.stem.rsplit("-", 1)[0] for p in self.part_files(gpu_tag) if p.stem.count("-") > 1}
+        )
+        compacted = [p for run in runs if (p := self.compact_run(gpu_tag, run)) is not None]
+        return moved, compacted
+
+    def read_table(self, gpu_tag: str | None = None, *, move_corrupt: bool = False) -> pa.Table:
         """All rows of one GPU tag (or all tags) as one Arrow table, duplicates by row_id dropped.
 
-        A part file that cannot be read is quarantined (``move_corrupt``) or skipped, with a
-        :class:`StoreWarning` either way; a file of another schema version is a UserError.
+        A part file that cannot be read is skipped with a :class:`StoreWarning` naming it (or,
+        with ``move_corrupt``, quarantined); a file of another schema version is a UserError.
         """
         tables = []
         for path in self.part_files(gpu_tag):
@@ -273,7 +302,7 @@ class Store:
         table = pa.concat_tables(tables)
         return _drop_duplicate_rows(table)
 
-    def read(self, gpu_tag: str | None = None, *, move_corrupt: bool = True) -> pd.DataFrame:
+    def read(self, gpu_tag: str | None = None, *, move_corrupt: bool = False) -> pd.DataFrame:
         """All rows as a DataFrame (nullable dtypes), duplicates by row_id dropped."""
         return to_frame(self.read_table(gpu_tag, move_corrupt=move_corrupt))
 

@@ -314,6 +314,9 @@ def run_plan(plan: Plan, options: RunOptions, progress: PlainProgress | None = N
 
 def _run_locked(plan: Plan, options: RunOptions, progress, store: Store) -> RunSummary:
     machine = plan.machine
+    # A part nobody can read would be skipped by every later read: set it aside (with a
+    # warning) before this run writes, so its cells, planned to run again, are stored anew.
+    store.quarantine_unreadable(machine.gpu_tag)
     store.write_machine(machine.gpu_tag, machine.to_dict())
     run_id = new_run_id()
     rec = _Recorder(store, machine.gpu_tag, run_id, options)

@@ -287,3 +287,16 @@ def test_piped_tables_are_never_cut(capsys, monkeypatch):
     monkeypatch.setenv("TRITON_PTXAS_PATH", "/opt/" + "x" * 150 + "/ptxas")
     code, out, _ = _run(capsys, "env")
     assert code == 0 and "\N{HORIZONTAL ELLIPSIS}" not in out
+
+
+def test_results_reads_a_corrupt_store_without_touching_it_and_repair_tidies_it(env, capsys):
+    matrix = env["write"]("blocks: [{task: noop, axes: {count: 2}}]")
+    assert _run(capsys, "run-matrix", "--preset", matrix, "--machine", env["machine"])[0] == 0
+    store = Store(env["results"])
+    (part,) = store.part_files(TAG)
+    part.write_bytes(part.read_bytes()[:100])
+    code, out, _ = _run(capsys, "results")
+    assert code == 0 and "skipped unreadable" in out and part.exists()
+    code, out, _ = _run(capsys, "results", "--repair")
+    assert code == 0 and "1 quarantined" in out and not part.exists()
+    assert (store.tag_dir(TAG) / "quarantine" / part.name).exists()

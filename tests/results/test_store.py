@@ -127,11 +127,26 @@ def test_corrupt_part_is_quarantined_not_dropped_silently(tmp_path):
     bad = store.tag_dir(TAG) / "parts" / "bad.parquet"
     good_bytes = (store.tag_dir(TAG) / "parts" / "good.parquet").read_bytes()
     bad.write_bytes(good_bytes[: len(good_bytes) // 2])  # a truncated file
-    with pytest.warns(StoreWarning, match="corrupt result file"):
+    # Reading names the file and keeps every readable row, but never moves anything.
+    with pytest.warns(StoreWarning, match="skipped unreadable .*bad.parquet"):
         frame = store.read(TAG)
-    assert len(frame) == 1
+    assert len(frame) == 1 and bad.exists()
+    # Only a writer (run-matrix, results --repair) sets it aside, with a warning.
+    with pytest.warns(StoreWarning, match="corrupt result file"):
+        moved = store.quarantine_unreadable(TAG)
+    assert len(store.read(TAG)) == 1
     assert not bad.exists()
-    assert (store.tag_dir(TAG) / "quarantine" / "bad.parquet").exists()
+    assert moved == [store.tag_dir(TAG) / "quarantine" / "bad.parquet"] and moved[0].exists()
+
+
+def test_repair_compacts_the_parts_of_a_killed_run(tmp_path):
+    store = Store(tmp_path)
+    for i in range(3):  # three flushes of one run, never compacted (the runner was killed)
+        store.write_rows(TAG, [_full_row(i)], name=f"20260101T000000Z-abcdef-{i:05d}")
+    moved, compacted = store.repair(TAG)
+    assert moved == [] and [p.name for p in compacted] == ["20260101T000000Z-abcdef.parquet"]
+    assert [p.name for p in store.part_files(TAG)] == ["20260101T000000Z-abcdef.parquet"]
+    assert len(store.read(TAG)) == 3
 
 
 def test_unknown_schema_version_is_refused(tmp_path):
