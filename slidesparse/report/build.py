@@ -9,6 +9,7 @@ The only module that knows Jinja. It builds a language-neutral context from
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 from slidesparse.core.atomic import atomic_write_text
@@ -26,7 +27,7 @@ from slidesparse.report.sections import (
     summary,
     task_times_table,
 )
-from slidesparse.results.store import Store
+from slidesparse.results.store import Store, StoreWarning
 
 # ---------------------------------------------------------------------- entry point
 
@@ -65,9 +66,15 @@ def build_reports(
             known = ", ".join(tags) or "none"
             raise UserError(f"no results for GPU tag {unknown[0]!r}; tags in {store.root}: {known}")
         tags = [t for t in tags if t in gpu]
-    frame = frames.plain(store.read(move_corrupt=False))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", StoreWarning)
+        frame = frames.plain(store.read())
+    problems = [str(w.message) for w in caught if issubclass(w.category, StoreWarning)]
+    for text in problems:  # on stderr too, one line each
+        warnings.warn(text, StoreWarning, stacklevel=2)
     frame = frame[frame["gpu_tag"].isin(tags)] if len(frame) else frame
     base = {"lang": lang, "generated_at": generated_at, "results": str(store.root)}
+    base["problems"] = problems
     written = []
     if frame.empty:
         path = out / f"report.{lang}.md"

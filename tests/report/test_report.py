@@ -14,7 +14,7 @@ import pytest
 from synthetic_rows import CPU, TAG, TAG2, cpu_smoke_rows, synthetic_rows
 
 from slidesparse.cli import main
-from slidesparse.core.errors import UserError
+from slidesparse.core.errors import StoreWarning, UserError
 from slidesparse.report.build import build_reports
 from slidesparse.results.store import Store
 
@@ -278,3 +278,17 @@ def test_cli_report_and_import_legacy(results, capsys):
     assert main(["report", "results", "--gpu", "nope"]) == 2
     assert main(["import-legacy", "does-not-exist", "--results", "r2"]) == 2
     assert "no such folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("lang", "title"), [("en", "Data problems"), ("zh", "数据问题")])
+def test_unreadable_files_are_named_in_the_report_and_left_in_place(tmp_path, lang, title):
+    store = Store(tmp_path / "results")
+    store.write_rows(TAG, synthetic_rows(), name="good")
+    bad = store.tag_dir(TAG) / "parts" / "bad.parquet"
+    bad.write_bytes(b"PAR1 not a parquet file")
+    with pytest.warns(StoreWarning, match="skipped unreadable .*bad.parquet"):
+        paths = build_reports(tmp_path / "results", tmp_path / "out", lang=lang, plots=False)
+    assert bad.exists()  # reading never moves a file
+    for path in paths:
+        text = path.read_text(encoding="utf-8")
+        assert title in text and "bad.parquet" in text, path.name
