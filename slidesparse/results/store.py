@@ -156,15 +156,18 @@ def rows_to_table(rows: Iterable[Mapping[str, Any]]) -> pa.Table:
     return pa.Table.from_pylist(normalized, schema=SCHEMA)
 
 
+# Rows per Parquet row group. A damaged region of a file costs the groups it touches, not the
+# file: readers fall back to reading group by group (see read_part).
+ROW_GROUP_ROWS = 64
+
+
 def write_table(path: Path, table: pa.Table) -> None:
-    """Write one Parquet file atomically in the store schema."""
+    """Write one Parquet file atomically in the store schema, in row groups of 64 rows."""
     table = table.replace_schema_metadata(SCHEMA.metadata)
-    atomic_write(path, lambda tmp: pq.write_table(table, tmp))
+    atomic_write(path, lambda tmp: pq.write_table(table, tmp, row_group_size=ROW_GROUP_ROWS))
 
 
-def read_part(path: Path) -> pa.Table:
-    """Read one part file; UserError for an unknown schema version, any error if corrupt."""
-    table = pq.read_table(path)
+def _conform(table: pa.Table, path: Path) -> pa.Table:
     meta = table.schema.metadata or {}
     version = meta.get(_VERSION_KEY)
     if version is None:
@@ -179,6 +182,49 @@ def read_part(path: Path) -> pa.Table:
         if name not in table.schema.names:
             table = table.append_column(name, pa.nulls(len(table), SCHEMA.field(name).type))
     return table.select(SCHEMA.names).cast(SCHEMA)
+
+
+def read_part_groups(path: Path) -> tuple[pa.Table, int]:
+    """(readable rows, row groups lost) of one part file.
+
+    A whole-file read first; if that fails but the footer is intact, every row group that
+    still decodes is kept. Raises when nothing can be read (truncated footer, not Parquet),
+    UserError for an unknown schema version.
+    """
+    try:
+        return _conform(pq.read_table(path), path), 0
+    except UserError:
+        raise
+    except Exception:
+        try:
+            pf = pq.ParquetFile(path)
+        except Exception:
+            pass  # no footer: nothing to salvage, the whole-file error stands
+        else:
+            good = []
+            for i in range(pf.num_row_groups):
+                try:
+                    good.append(pf.read_row_group(i))
+                except Exception:  # this group's bytes are damaged; the others may not be
+                    continue
+            if good:
+                table = pa.concat_tables(good).replace_schema_metadata(pf.schema_arrow.metadata)
+                return _conform(table, path), pf.num_row_groups - len(good)
+        raise
+
+
+def read_part(path: Path) -> pa.Table:
+    """Read one part file, keeping every row group that decodes (a StoreWarning names what was
+    lost); UserError for an unknown schema version, any error if nothing is readable."""
+    table, lost = read_part_groups(path)
+    if lost:
+        warnings.warn(
+            f"{path}: {lost} damaged row group(s) skipped, {table.num_rows} rows kept "
+            "(slidesparse results --repair rewrites the file without them)",
+            StoreWarning,
+            stacklevel=2,
+        )
+    return table
 
 
 class Store:
@@ -258,11 +304,15 @@ class Store:
         moved = []
         for path in self.part_files(gpu_tag):
             try:
-                read_part(path)
+                table, lost = read_part_groups(path)
             except UserError:
                 raise
             except Exception as exc:  # pyarrow raises many types for bad files
                 moved.append(self.quarantine(path, f"{type(exc).__name__}: {exc}".splitlines()[0]))
+                continue
+            if lost:  # keep what decodes in a fresh part, set the damaged file aside
+                write_table(path.with_name(f"{path.stem}.recovered.parquet"), table)
+                moved.append(self.quarantine(path, f"{lost} damaged row group(s)"))
         return moved
 
     def repair(self, gpu_tag: str) -> tuple[list[Path], list[Path]]:

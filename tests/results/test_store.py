@@ -209,3 +209,31 @@ def test_no_temporary_files_are_left_behind(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert store.gpu_tags() == [TAG]
+
+
+def test_a_damaged_region_costs_its_row_groups_not_the_file(tmp_path):
+    import pyarrow.parquet as pq
+
+    from slidesparse.results.store import ROW_GROUP_ROWS
+
+    store = Store(tmp_path)
+    n = 3 * ROW_GROUP_ROWS
+    store.write_rows(TAG, [_full_row(i) for i in range(n)], name="run")
+    path = store.tag_dir(TAG) / "parts" / "run.parquet"
+    meta = pq.ParquetFile(path).metadata
+    assert meta.num_row_groups == 3
+    data = bytearray(path.read_bytes())
+    start = (
+        meta.row_group(1).column(0).file_offset - meta.row_group(1).column(0).total_compressed_size
+    )
+    start = min(meta.row_group(1).column(c).data_page_offset for c in range(meta.num_columns))
+    data[start : start + 200] = b"\xff" * 200  # 200 bad bytes inside the second group
+    path.write_bytes(bytes(data))
+    with pytest.warns(StoreWarning, match="1 damaged row group"):
+        frame = store.read(TAG)
+    assert len(frame) == n - ROW_GROUP_ROWS  # the other two groups' rows survive
+    # Repair keeps those rows in a fresh part and sets the damaged file aside.
+    with pytest.warns(StoreWarning, match="corrupt result file"):
+        (moved,) = store.quarantine_unreadable(TAG)
+    assert moved.parent.name == "quarantine" and not path.exists()
+    assert len(store.read(TAG)) == n - ROW_GROUP_ROWS
