@@ -40,7 +40,7 @@ def header(store: Store, tag: str, frame: pd.DataFrame) -> dict:
     sources = sorted(set(frame["source"].dropna())) if len(frame) else []
     # hardware.py tags a machine without a CUDA device CPU_cc0_...; a legacy or hand-made
     # record may lack the gpu fields without being a CPU run
-    cpu = tag.startswith("CPU_") or machine.get("gpu_count") == 0
+    cpu = tag.startswith("CPU_") or (cc is None and machine.get("gpu_count") == 0)
     return {
         "tag": tag,
         "cpu": cpu,
@@ -274,19 +274,24 @@ def _panels(items) -> list[dict]:
     for title, f in items:
         if f.empty:
             continue
-        series = {
-            p: [
-                (int(m), float(s))
-                for m, s in zip(g["M"], g["speedup"], strict=True)
+        series, suspect = {}, {}
+        for p in frames.order_patterns(f["sparsity"]):
+            g = f[f["sparsity"] == p].sort_values("M")
+            points = [
+                (int(m), float(s), bool(x))
+                for m, s, x in zip(g["M"], g["speedup"], g["suspect"], strict=True)
                 if not math.isnan(s)
             ]
-            for p, g in (
-                (p, f[f["sparsity"] == p].sort_values("M"))
-                for p in frames.order_patterns(f["sparsity"])
-            )
-        }
+            # Suspect values are drawn apart (a distinct marker), never as part of the line.
+            series[p] = [(m, s) for m, s, x in points if not x]
+            suspect[p] = [(m, s) for m, s, x in points if x]
         panels.append(
-            {"title": title, "series": series, "ideal": {p: metrics.ideal(p) for p in series}}
+            {
+                "title": title,
+                "series": series,
+                "suspect": suspect,
+                "ideal": {p: metrics.ideal(p) for p in series},
+            }
         )
     return panels
 
@@ -294,7 +299,8 @@ def _panels(items) -> list[dict]:
 def _plot(panels, path: Path, title: str) -> None:
     from slidesparse.report import plots
 
-    plots.speedup_vs_m(panels, path, title)
+    # Figures of a CPU tag say so in their title: CPU-reference timings are not GPU results.
+    plots.speedup_vs_m(panels, path, title, cpu=Path(path).name.startswith("CPU_"))
 
 
 def _kernel_conclusions(sp: pd.DataFrame, totals: pd.DataFrame) -> list[dict]:
@@ -394,7 +400,10 @@ def e2e_context(cells: pd.DataFrame, out: Path, stem: str, plots: bool) -> dict:
 def cross_context(
     cells: pd.DataFrame, store: Store, tags: list[str], out: Path, plots: bool
 ) -> dict:
-    gpus = [header(store, t, cells[cells["gpu_tag"] == t]) for t in tags]
+    machines = [header(store, t, cells[cells["gpu_tag"] == t]) for t in tags]
+    # A CPU-only machine's rows are CPU-reference timings: listed, never counted as a GPU.
+    gpus = [h for h in machines if not h["cpu"]]
+    cpus = [h for h in machines if h["cpu"]]
     sp = speedups.kernel_speedups(cells)
     totals = speedups.model_totals(sp)
     e2e = speedups.e2e_speedups(cells)
@@ -434,6 +443,7 @@ def cross_context(
                 figures.append({"kind": kind, "dtype": dtype, "file": fig.name})
     return {
         "gpus": gpus,
+        "cpus": cpus,
         "appendix": appendix,
         "figures": figures,
         "suspect": int(sp["suspect"].sum() + totals["suspect"].sum() + e2e["suspect"].sum()),

@@ -98,8 +98,8 @@ def machine_from_tag(tag: str, gpu_name: str | None = None, torch: str | None = 
             "gpu_tag": tag,
         }
     )
-    # Nothing else about that machine is known: not this machine's hostname either.
-    return {**record.to_dict(), "hostname": None, "source": "legacy"}
+    # Nothing else about that machine is known: not its GPU count, nor this machine's hostname.
+    return {**record.to_dict(), "hostname": None, "gpu_count": None, "source": "legacy"}
 
 
 def _digest(*parts: Any) -> str:

@@ -292,3 +292,33 @@ def test_unreadable_files_are_named_in_the_report_and_left_in_place(tmp_path, la
     for path in paths:
         text = path.read_text(encoding="utf-8")
         assert title in text and "bad.parquet" in text, path.name
+
+
+def test_figures_are_wide_with_suspects_marked_and_cpu_labelled(tmp_path):
+    from PIL import Image
+
+    store = Store(tmp_path / "results")
+    store.write_rows(TAG, synthetic_rows(), name="gpu")
+    store.write_rows(CPU, cpu_smoke_rows(), name="cpu")
+    paths = build_reports(tmp_path / "results", tmp_path / "out", plots=True)
+    pngs = sorted((tmp_path / "out").glob("*.png"))
+    assert pngs and all(Image.open(p).size[0] >= 1200 for p in pngs)
+    cross = next(p for p in paths if p.name == "cross_gpu.en.md").read_text(encoding="utf-8")
+    # The CPU tag is listed as a machine, never counted among the GPUs.
+    assert cross.startswith("# Cross-GPU SlideSparse report")
+    assert "1 GPUs:" in cross and "1 machine(s) without a GPU" in cross and CPU in cross
+
+
+def test_suspect_points_are_drawn_apart(tmp_path, monkeypatch):
+    from slidesparse.report import plots
+
+    drawn = []
+    real = plots.speedup_vs_m
+    monkeypatch.setattr(
+        plots, "speedup_vs_m", lambda panels, *a, **k: drawn.extend(panels) or real(panels, *a, **k)
+    )
+    Store(tmp_path / "results").write_rows(TAG, synthetic_rows(), name="p")
+    build_reports(tmp_path / "results", tmp_path / "out", plots=True)
+    suspect = [pt for p in drawn for pts in p["suspect"].values() for pt in pts]
+    lines = [pt for p in drawn for pts in p["series"].values() for pt in pts]
+    assert suspect and not set(suspect) & set(lines)

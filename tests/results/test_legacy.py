@@ -188,4 +188,6 @@ def test_legacy_reports_render(imported, tmp_path):
     e2e = (tmp_path / f"{H100}.e2e.en.md").read_text(encoding="utf-8")
     assert "all 10 failures: Qwen2.5-7B, M=65536" in e2e
     assert "**Total time**: not recorded" in e2e
+    # A legacy machine is the GPU its tag names, never a CPU-only run.
+    assert "(compute capability 9.0)" in e2e and "CPU only" not in e2e
     assert "| Qwen2.5-7B | int8 | 65536 | cublaslt |" in e2e
