@@ -257,8 +257,19 @@ def kernel_context(cells: pd.DataFrame, out: Path, stem: str, plots: bool) -> di
                 _plot(panels, out / fig, f"{stem} {dtype}")
                 figures.append(fig)
         sq_cols = ["@M", *sq_keys[1:]]
+        incomplete = [
+            {**r, "M": ", ".join(map(str, r["M"])), "missing": ", ".join(r["missing"])}
+            for r in speedups.incomplete_totals(sp[sp["dtype"] == dtype])
+        ]
         sections.append(
-            {"dtype": dtype, "square": sq, "square_cols": sq_cols, "models": models, "figure": fig}
+            {
+                "dtype": dtype,
+                "square": sq,
+                "square_cols": sq_cols,
+                "models": models,
+                "incomplete": incomplete,
+                "figure": fig,
+            }
         )
     suspect = int(sp["suspect"].sum() + totals["suspect"].sum())
     return {

@@ -82,6 +82,24 @@ def model_totals(speedups: pd.DataFrame) -> pd.DataFrame:
     return _with_speedup(agg, agg["dense_latency_us"] / agg["latency_us"])[cols]
 
 
+def incomplete_totals(speedups: pd.DataFrame) -> list[dict]:
+    """Model totals that cannot be summed: per (GPU, model, dtype, pattern, missing layers),
+    the M values and the layers missing on either side, so a report can list them."""
+    model = speedups[speedups["mode"] == "model"]
+    if model.empty:
+        return []
+    group = ["gpu_tag", "model", "dtype", "sparsity", "M"]
+    have = model.groupby(group, sort=False)["layer"].agg(frozenset).reset_index()
+    have["missing"] = [tuple(x for x in LAYERS if x not in s) for s in have["layer"]]
+    have = have[have["missing"].map(bool)]
+    out = []
+    keys = ["gpu_tag", "model", "dtype", "sparsity", "missing"]
+    for key, g in have.groupby(keys, sort=False):
+        row = dict(zip(keys, key, strict=True))
+        out.append({**row, "M": sorted(int(m) for m in g["M"]), "missing": list(row["missing"])})
+    return out
+
+
 def efficiencies(speedups: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     """Eff_L = (S_L / S_2_4) / (0.5 · L/(L-2)) for every row that has a 2_4 partner on ``by``."""
     base = speedups[speedups["sparsity"] == "2_4"][[*by, "speedup"]]

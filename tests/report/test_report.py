@@ -1,7 +1,7 @@
 """Rendered reports: golden files on a synthetic store, languages, empty and failed stores, CLI.
 
 Regenerate the goldens after an intended change with
-``SLIDESPARSE_UPDATE_GOLDEN=1 python -m pytest tests/test_report.py`` and review the diff.
+``SLIDESPARSE_UPDATE_GOLDEN=1 python -m pytest tests/report/test_report.py`` and review the diff.
 """
 
 from __future__ import annotations
@@ -322,3 +322,14 @@ def test_suspect_points_are_drawn_apart(tmp_path, monkeypatch):
     suspect = [pt for p in drawn for pts in p["suspect"].values() for pt in pts]
     lines = [pt for p in drawn for pts in p["series"].values() for pt in pts]
     assert suspect and not set(suspect) & set(lines)
+
+
+@pytest.mark.parametrize(
+    ("lang", "word"), [("en", "Incomplete model totals"), ("zh", "不完整的模型总计")]
+)
+def test_incomplete_model_totals_are_listed_with_their_missing_layer(tmp_path, lang, word):
+    rows = [r for r in synthetic_rows() if not (r.get("layer") == "down" and r["M"] == 1024)]
+    Store(tmp_path / "results").write_rows(TAG, rows, name="p")
+    build_reports(tmp_path / "results", tmp_path / "out", lang=lang, plots=False)
+    text = (tmp_path / "out" / f"{TAG}.kernel.{lang}.md").read_text(encoding="utf-8")
+    assert word in text and "M = 1024" in text and "down" in text.split(word)[1].split("\n")[0]
