@@ -102,7 +102,7 @@ def build_reports(
                 "skip_groups": skips,
             }
             build = e2e_context if is_e2e else kernel_context
-            ctx.update(build(kind_cells, out, stem, plots))
+            ctx.update(build(kind_cells, out, stem, plots, ctx["h"]["cpu"]))
             written.append(_write(out / f"{stem}.{lang}.md", render(kind, lang, ctx)))
     if len(tags) > 1:
         ctx = {**base, **cross_context(cells, store, tags, out, plots)}

@@ -16,7 +16,6 @@ from slidesparse.core import metrics
 from slidesparse.results.store import KEY_COLUMNS as _KEY
 
 _INT_COLS = ("M", "N", "K", "K_slide", "alg_id", "split_k", "workspace_bytes", "n_samples")
-_DENSE_ORDER = metrics.DENSE_PREFERENCE
 
 
 def sparse_order() -> tuple[str, ...]:
@@ -115,7 +114,11 @@ def order_variants(labels: Iterable[str]) -> list[str]:
     def key(label: str):
         backend, _, pattern = label.partition(" ")
         if not pattern:
-            dense = _DENSE_ORDER.index(backend) if backend in _DENSE_ORDER else 50
+            dense = (
+                metrics.DENSE_PREFERENCE.index(backend)
+                if backend in metrics.DENSE_PREFERENCE
+                else 50
+            )
             return (0, dense, backend, 0)
         return (1, 0, backend, rank.get(pattern, 99))
 

@@ -231,7 +231,7 @@ def _eff_table(eff: pd.DataFrame, keys: list[str], lat_col: str, lat_fmt) -> dic
     return table
 
 
-def kernel_context(cells: pd.DataFrame, out: Path, stem: str, plots: bool) -> dict:
+def kernel_context(cells: pd.DataFrame, out: Path, stem: str, plots: bool, cpu: bool) -> dict:
     sp = speedups.kernel_speedups(cells)
     totals = speedups.model_totals(sp)
     sections, figures = [], []
@@ -254,7 +254,7 @@ def kernel_context(cells: pd.DataFrame, out: Path, stem: str, plots: bool) -> di
             )
             if panels:
                 fig = f"{stem}.{dtype}.png"
-                _plot(panels, out / fig, f"{stem} {dtype}")
+                _plot(panels, out / fig, f"{stem} {dtype}", cpu)
                 figures.append(fig)
         sq_cols = ["@M", *sq_keys[1:]]
         incomplete = [
@@ -307,11 +307,11 @@ def _panels(items) -> list[dict]:
     return panels
 
 
-def _plot(panels, path: Path, title: str) -> None:
+def _plot(panels, path: Path, title: str, cpu: bool) -> None:
     from slidesparse.report import plots
 
-    # Figures of a CPU tag say so in their title: CPU-reference timings are not GPU results.
-    plots.speedup_vs_m(panels, path, title, cpu=Path(path).name.startswith("CPU_"))
+    # ``cpu`` is the header's verdict on the machine: its figures say they are CPU timings.
+    plots.speedup_vs_m(panels, path, title, cpu=cpu)
 
 
 def _kernel_conclusions(sp: pd.DataFrame, totals: pd.DataFrame) -> list[dict]:
@@ -370,7 +370,7 @@ def _latency(r) -> str:
 # ---------------------------------------------------------------------- e2e report
 
 
-def e2e_context(cells: pd.DataFrame, out: Path, stem: str, plots: bool) -> dict:
+def e2e_context(cells: pd.DataFrame, out: Path, stem: str, plots: bool, cpu: bool) -> dict:
     sp = speedups.e2e_speedups(cells)
     sections = []
     for (task, dtype), f in sp.groupby(["task", "dtype"], sort=True):
@@ -392,7 +392,7 @@ def e2e_context(cells: pd.DataFrame, out: Path, stem: str, plots: bool) -> dict:
         if plots:
             panels = _panels([(m["model"], f[f["model"] == m["model"]]) for m in models])
             fig = f"{stem}.{task.removeprefix('e2e-')}.{dtype}.png"
-            _plot(panels, out / fig, f"{stem} {task} {dtype}")
+            _plot(panels, out / fig, f"{stem} {task} {dtype}", cpu)
         sections.append({"task": task, "dtype": dtype, "models": models, "figure": fig})
     conclusions = []
     for (task, dtype), f in sp[~sp["suspect"]].groupby(["task", "dtype"], sort=True):

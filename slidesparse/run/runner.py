@@ -33,8 +33,6 @@ from slidesparse.tasks import get_task, task_names
 
 # Params that map straight onto store columns when the task's own row leaves them out.
 _PARAM_COLUMNS = (*(c for c in KEY_COLUMNS if c not in ("gpu_tag", "task")), "kernel")
-_STARTUP_TIMEOUT_S = 300.0
-_MAX_START_FAILURES = 3
 
 
 @dataclass

@@ -294,15 +294,28 @@ def test_unreadable_files_are_named_in_the_report_and_left_in_place(tmp_path, la
         assert title in text and "bad.parquet" in text, path.name
 
 
-def test_figures_are_wide_with_suspects_marked_and_cpu_labelled(tmp_path):
+def test_figures_are_wide_with_suspects_marked_and_cpu_labelled(tmp_path, monkeypatch):
     from PIL import Image
 
+    from slidesparse.report import plots
+
+    labelled = {}
+    real = plots.speedup_vs_m
+    monkeypatch.setattr(
+        plots,
+        "speedup_vs_m",
+        lambda panels, path, title, cpu: (
+            labelled.setdefault(Path(path).name[:4], set()).add(cpu)
+            or real(panels, path, title, cpu=cpu)
+        ),
+    )
     store = Store(tmp_path / "results")
     store.write_rows(TAG, synthetic_rows(), name="gpu")
     store.write_rows(CPU, cpu_smoke_rows(), name="cpu")
     paths = build_reports(tmp_path / "results", tmp_path / "out", plots=True)
     pngs = sorted((tmp_path / "out").glob("*.png"))
     assert pngs and all(Image.open(p).size[0] >= 1200 for p in pngs)
+    assert labelled == {"CPU_": {True}, TAG[:4]: {False}}  # CPU figures say so in their title
     cross = next(p for p in paths if p.name == "cross_gpu.en.md").read_text(encoding="utf-8")
     # The CPU tag is listed as a machine, never counted among the GPUs.
     assert cross.startswith("# Cross-GPU SlideSparse report")
