@@ -328,11 +328,12 @@ class Store:
         compacted = [p for run in runs if (p := self.compact_run(gpu_tag, run)) is not None]
         return moved, compacted
 
-    def read_table(self, gpu_tag: str | None = None, *, move_corrupt: bool = False) -> pa.Table:
+    def read_table(self, gpu_tag: str | None = None) -> pa.Table:
         """All rows of one GPU tag (or all tags) as one Arrow table, duplicates by row_id dropped.
 
-        A part file that cannot be read is skipped with a :class:`StoreWarning` naming it (or,
-        with ``move_corrupt``, quarantined); a file of another schema version is a UserError.
+        Reading never moves or changes a file: a part that cannot be read is skipped with a
+        :class:`StoreWarning` naming it (writers set it aside with :meth:`quarantine_unreadable`);
+        a file of another schema version is a UserError.
         """
         tables = []
         for path in self.part_files(gpu_tag):
@@ -342,19 +343,15 @@ class Store:
                 raise
             except Exception as exc:  # pyarrow raises many types for bad files
                 reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
-                if move_corrupt:
-                    self.quarantine(path, reason)
-                else:
-                    msg = f"skipped unreadable {path}: {reason}"
-                    warnings.warn(msg, StoreWarning, stacklevel=2)
+                warnings.warn(f"skipped unreadable {path}: {reason}", StoreWarning, stacklevel=2)
         if not tables:
             return SCHEMA.empty_table()
         table = pa.concat_tables(tables)
         return _drop_duplicate_rows(table)
 
-    def read(self, gpu_tag: str | None = None, *, move_corrupt: bool = False) -> pd.DataFrame:
+    def read(self, gpu_tag: str | None = None) -> pd.DataFrame:
         """All rows as a DataFrame (nullable dtypes), duplicates by row_id dropped."""
-        return to_frame(self.read_table(gpu_tag, move_corrupt=move_corrupt))
+        return to_frame(self.read_table(gpu_tag))
 
     def compact_run(self, gpu_tag: str, run_id: str) -> Path | None:
         """Merge the part files of one run into ``parts/<run_id>.parquet`` atomically.

@@ -32,7 +32,7 @@ def _snapshot(root: Path) -> dict[str, str]:
 
 
 def _rows(root: Path) -> list[tuple]:
-    frame = Store(root).read(move_corrupt=False)
+    frame = Store(root).read()
     return sorted(
         zip(frame["row_id"], frame["gpu_tag"], frame["latency_us"].astype(str), strict=True)
     )

@@ -193,7 +193,7 @@ def test_kill_9_at_random_moments_then_resume_runs_every_cell_exactly_once(tmp_p
         proc.wait()
         with warnings.catch_warnings():
             warnings.simplefilter("error", StoreWarning)  # a corrupt part would warn
-            frame = Store(results).read(TAG, move_corrupt=False)
+            frame = Store(results).read(TAG)
         # Nothing stored is ever lost, and no cell is stored twice.
         assert frame["cell_id"].is_unique
         assert set(stored_before) <= set(frame["cell_id"])
@@ -207,7 +207,7 @@ def test_kill_9_at_random_moments_then_resume_runs_every_cell_exactly_once(tmp_p
     store = Store(results)
     with warnings.catch_warnings():
         warnings.simplefilter("error", StoreWarning)
-        frame = store.read(TAG, move_corrupt=False)
+        frame = store.read(TAG)
     assert len(frame) == n_cells
     assert frame["cell_id"].is_unique
     assert set(frame["status"]) == {"ok"}
