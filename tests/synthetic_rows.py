@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -330,4 +331,91 @@ def cpu_smoke_rows() -> list[dict]:
                 M=m,
                 **none,
             )
+    return rows
+
+
+ENGINE_TAG = "H200_cc90_py312_cu130_x86_64"
+_ENGINE_SPEED = {"dense": 1.0, "2_4": 1.25, "2_8": 0.95}  # tokens/s over dense
+_ENGINE_GEMM_S = {"dense": 0.1, "2_4": 0.1 / 1.4, "2_8": 0.1 / 1.03}  # GEMMs timed alone
+
+
+def engine_rows(tag: str = ENGINE_TAG) -> list[dict]:
+    """An engine GPU: Qwen2.5-7B e2e cells on the engine (dense W8A8, 2_4, 2_8, bf16), the
+    kernel-level model shapes at the prefill M, and one imported vLLM pair on the same tag
+    (never compared with the engine's rows)."""
+    rows, i = [], 0
+
+    def add(**kw):
+        nonlocal i
+        rows.append(_row(i, gpu_tag=tag, row_id=f"E{i:05d}", **kw))
+        i += 1
+
+    def extra(share: float, gemm_s: float) -> str:
+        engine = {"version": "0.1.0", "linear": "w8a8", "cuda_graphs": True}
+        return json.dumps({"linear_share": share, "kernel_gemm_s": gemm_s, "engine": engine})
+
+    for task, mode, ms, base in (
+        ("e2e-prefill", "prefill", (4096, 16384), 70000.0),
+        ("e2e-decode", "decode", (64,), 15000.0),
+    ):
+        for m in ms:
+            for p, s in _ENGINE_SPEED.items():
+                linear = "w8a8" if p == "dense" else "slidesparse"
+                add(
+                    task=task,
+                    mode=mode,
+                    model="Qwen2.5-7B",
+                    dtype="int8",
+                    backend="engine",
+                    kernel=f"slidesparse-engine 0.1.0 ({linear}, "
+                    + ("cublaslt)" if p == "dense" else "cusparselt)"),
+                    sparsity=p,
+                    M=m,
+                    tokens_per_s=base * s,
+                    extra=extra(0.8, _ENGINE_GEMM_S[p]),
+                )
+            add(
+                task=task,
+                mode=mode,
+                model="Qwen2.5-7B",
+                dtype="bf16",
+                backend="engine",
+                kernel="slidesparse-engine 0.1.0 (bf16, bf16)",
+                sparsity="dense",
+                M=m,
+                tokens_per_s=base * 0.55,
+                extra=extra(0.85, 0.2),
+            )
+    # the kernel matrix at the prefill M=4096: dense 100 µs per layer, 2_4 1.45x, 2_8 1.05x
+    for layer, (n, kk) in QWEN7.items():
+        for backend, p, lat in (
+            ("cublaslt", "dense", 100.0),
+            ("cusparselt", "2_4", 100 / 1.45),
+            ("cusparselt", "2_8", 100 / 1.05),
+        ):
+            add(
+                task="kernel-gemm",
+                mode="model",
+                model="Qwen2.5-7B",
+                layer=layer,
+                dtype="int8",
+                backend=backend,
+                sparsity=p,
+                M=4096,
+                N=n,
+                K=kk,
+                latency_us=lat,
+            )
+    for backend, p, tok in (("cublaslt", "dense", 50000.0), ("cusparselt", "2_8", 52000.0)):
+        add(
+            task="e2e-prefill",
+            mode="prefill",
+            model="Qwen2.5-7B",
+            dtype="int8",
+            backend=backend,
+            sparsity=p,
+            M=4096,
+            tokens_per_s=tok,
+            source="legacy",
+        )
     return rows

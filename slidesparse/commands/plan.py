@@ -27,10 +27,12 @@ def print_plan(plan, n_workers: int) -> None:
         "  (run: will run; skip: recorded skipped by the GPU rules; done/failed/skipped: "
         "latest stored row, kept)"
     )
-    seconds, unknown = plan.estimate(n_workers)
+    seconds, unknown, modelled = plan.estimate(n_workers)
     n_run = len(plan.to_run())
     if n_run and unknown < n_run:
-        note = f" (+{unknown} cells without earlier timings)" if unknown else ""
+        notes = [f"{modelled} cells from the cost model"] if modelled else []
+        notes += [f"+{unknown} cells without earlier timings or a model"] if unknown else []
+        note = f" ({'; '.join(notes)})" if notes else ""
         click.echo(f"estimated time: {fmt_seconds(seconds)} on {n_workers} worker(s){note}")
     elif n_run:
         click.echo("estimated time: unknown (no earlier runs of these tasks in the store)")

@@ -28,7 +28,6 @@ Each row carries, besides tokens/s (median over ``repeats`` after warm-up, with 
 from __future__ import annotations
 
 import gc
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -37,16 +36,10 @@ import torch
 from slidesparse.core import timing
 from slidesparse.core.errors import UserError
 from slidesparse.engine.generate import build_engine
+from slidesparse.engine.sizing import DECODE_PROMPT, prefill_shape
 
 PHASES = ("prefill", "decode")
 DEFAULT_M = {"prefill": (16384,), "decode": (1, 64, 256)}
-PROMPT_DECODE = 16
-MAX_PREFILL_SEQ = 1024
-
-
-def prefill_shape(M: int) -> tuple[int, int]:
-    """(sequences, tokens each) of a prefill at M tokens."""
-    return math.ceil(M / MAX_PREFILL_SEQ), min(M, MAX_PREFILL_SEQ)
 
 
 @dataclass(frozen=True)
@@ -71,7 +64,7 @@ class E2EPlan:
         return tuple((self.Ms or {}).get(phase) or DEFAULT_M[phase])
 
 
-def _time(fn: Callable[[], object], device: str, repeats: int, warmup: int) -> dict:
+def time_call(fn: Callable[[], object], device: str, repeats: int, warmup: int) -> dict:
     t = timing.time_fn(fn, device, repeats=repeats, warmup=warmup)
     s = timing.summarize(t)
     return {
@@ -91,11 +84,11 @@ def copy_bandwidth(device: str) -> float | None:
     src = torch.empty(n, dtype=torch.uint8, device=device)
     dst = torch.empty_like(src)
     with torch.inference_mode():
-        t = _time(lambda: dst.copy_(src), device, 10, 3)
+        t = time_call(lambda: dst.copy_(src), device, 10, 3)
     return 2 * n / t["median_s"]
 
 
-def _layer_parts(engine, M: int, device: str, repeats: int, graph: bool = False) -> dict:
+def layer_parts(engine, M: int, device: str, repeats: int, graph: bool = False) -> dict:
     """Seconds of the block linears alone at M rows, and of their GEMMs alone.
 
     Timed the way the step runs them: eagerly for prefill (layer 0's four linears, times the
@@ -135,16 +128,16 @@ def _layer_parts(engine, M: int, device: str, repeats: int, graph: bool = False)
                 else:
                     gemm_calls.append(lambda m=m, x=x: m(x))
         if graph:
-            lin_s = _time_graph(lin_calls, repeats)
-            gemm_s = _time_graph(gemm_calls, repeats)
+            lin_s = time_graph(lin_calls, repeats)
+            gemm_s = time_graph(gemm_calls, repeats)
             return {"linear_s": lin_s, "gemm_s": gemm_s}
-        lin_s = sum(_time(f, device, repeats, 2)["median_s"] for f in lin_calls)
-        gemm_s = sum(_time(f, device, repeats, 2)["median_s"] for f in gemm_calls)
+        lin_s = sum(time_call(f, device, repeats, 2)["median_s"] for f in lin_calls)
+        gemm_s = sum(time_call(f, device, repeats, 2)["median_s"] for f in gemm_calls)
     n = engine.cfg.num_layers
     return {"linear_s": lin_s * n, "gemm_s": gemm_s * n}
 
 
-def _time_graph(calls: list[Callable[[], object]], repeats: int) -> float:
+def time_graph(calls: list[Callable[[], object]], repeats: int) -> float:
     """Median seconds of one replay of a CUDA graph of ``calls`` (warmed up eagerly first)."""
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
@@ -156,12 +149,12 @@ def _time_graph(calls: list[Callable[[], object]], repeats: int) -> float:
     with torch.cuda.graph(graph):
         for f in calls:
             f()
-    t = _time(graph.replay, "cuda", repeats, 2)["median_s"]
+    t = time_call(graph.replay, "cuda", repeats, 2)["median_s"]
     del graph
     return t
 
 
-def _in_step_split(fn: Callable[[], object], repeats: int) -> dict:
+def in_step_split(fn: Callable[[], object], repeats: int) -> dict:
     """Seconds of quant, GEMM and dequant (and their sum) inside one real eager step ``fn``,
     from CUDA events around every linear (:func:`slidesparse.engine.linear.probe`); medians
     over ``repeats`` steps (gate_up's "dequant" includes the SiLU-and-mul fused into its
@@ -183,16 +176,36 @@ def _in_step_split(fn: Callable[[], object], repeats: int) -> dict:
     return {"quant_s": q, "gemm_s": g, "dequant_s": d, "linear_s": q + g + d}
 
 
-def _attention_s(engine, B: int, S: int, device: str, repeats: int) -> float:
+def attention_s(engine, B: int, S: int, device: str, repeats: int) -> float:
     """Prefill attention alone (SDPA, causal) x layer count."""
     c = engine.cfg
     q = torch.randn(B, c.heads, S, c.head_dim, device=device, dtype=torch.bfloat16)
     k, v = torch.randn_like(q), torch.randn_like(q)
     f = torch.nn.functional.scaled_dot_product_attention
-    return _time(lambda: f(q, k, v, is_causal=True), device, repeats, 2)["median_s"] * c.num_layers
+    t = time_call(lambda: f(q, k, v, is_causal=True), device, repeats, 2)
+    return t["median_s"] * c.num_layers
 
 
-def _case(engine, phase: str, M: int, plan: E2EPlan, device: str, bw: float | None) -> dict:
+def measure(
+    engine,
+    phase: str,
+    M: int,
+    *,
+    repeats: int,
+    warmup: int,
+    device: str,
+    bw: float | None = None,
+    decode_steps: int = 64,
+    whole_request: bool = False,
+) -> dict:
+    """Tokens/s of one ``phase`` at ``M`` on ``engine`` with the time split behind it.
+
+    prefill: one forward of :func:`prefill_shape` (M) sequences. decode: M sequences after a
+    ``DECODE_PROMPT``-token prompt, ``decode_steps`` graph replays timed; with
+    ``whole_request`` the timed unit is the whole request instead - the prompt's prefill
+    plus ``decode_steps`` new tokens - and tokens/s counts prompt and new tokens over it,
+    as vLLM's throughput benchmark does. ``step_ms`` is per decode step either way.
+    """
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     g = torch.Generator(device="cpu").manual_seed(M)
@@ -202,37 +215,41 @@ def _case(engine, phase: str, M: int, plan: E2EPlan, device: str, bw: float | No
             B, S = prefill_shape(M)
             toks = torch.randint(0, vocab, (B, S), generator=g).to(device)
             engine.reset(B, S + 1)
-            t = _time(lambda: engine.model.prefill(toks), device, plan.repeats, plan.warmup)
+            t = time_call(lambda: engine.model.prefill(toks), device, repeats, warmup)
             tokens = B * S
-            parts = _layer_parts(engine, B * S, device, plan.repeats)
+            parts = layer_parts(engine, B * S, device, repeats)
             parts["kernel_gemm_s"] = parts["gemm_s"]
             if device == "cuda":  # the split of the real step, on its own activations
-                parts.update(_in_step_split(lambda: engine.model.prefill(toks), plan.repeats))
-            attn = _attention_s(engine, B, S, device, plan.repeats)
+                parts.update(in_step_split(lambda: engine.model.prefill(toks), repeats))
+            attn = attention_s(engine, B, S, device, repeats)
             bound = parts["gemm_s"] + attn
             extra = {"batch": B, "seq_len": S, "attention_s": attn, "bound": "gemm+attention"}
         else:
-            B, steps = M, plan.decode_steps
-            toks = torch.randint(0, vocab, (B, PROMPT_DECODE), generator=g).to(device)
+            B, steps = M, decode_steps
+            toks = torch.randint(0, vocab, (B, DECODE_PROMPT), generator=g).to(device)
             engine.prefill(toks, max_new=steps + 1)
             engine.capture()
 
             def run():
-                engine.pos.fill_(PROMPT_DECODE)
-                engine._host_pos = PROMPT_DECODE
+                if whole_request:
+                    engine.prefill(toks, max_new=steps + 1)
+                else:
+                    engine.pos.fill_(DECODE_PROMPT)
+                    engine._host_pos = DECODE_PROMPT
                 for _ in range(steps):
                     engine.step()
 
-            t = _time(run, device, plan.repeats, plan.warmup)
+            t = time_call(run, device, repeats, warmup)
             t = {**t, **{k: t[k] / steps for k in ("median_s", "p25_s", "p75_s")}}
-            tokens = B
-            parts = _layer_parts(engine, B, device, plan.repeats, graph=engine.use_graphs)
+            # Whole request: prompt + the prefill's first token + one per step.
+            tokens = B * ((DECODE_PROMPT + 1 + steps) / steps if whole_request else 1)
+            parts = layer_parts(engine, B, device, repeats, graph=engine.use_graphs)
             parts["kernel_gemm_s"] = parts["gemm_s"]
             wbytes = engine.weight_bytes()
             bound = wbytes / bw if bw else None
             extra = {
                 "batch": B,
-                "seq_len": PROMPT_DECODE,
+                "seq_len": DECODE_PROMPT,
                 "decode_steps": steps,
                 "weight_bytes": wbytes,
                 "copy_gbps": bw / 1e9 if bw else None,
@@ -262,7 +279,7 @@ def _case(engine, phase: str, M: int, plan: E2EPlan, device: str, bw: float | No
     }
 
 
-def _free(device: str) -> None:
+def free(device: str) -> None:
     gc.collect()
     if device == "cuda":
         torch.cuda.empty_cache()
@@ -292,7 +309,7 @@ def hf_prefill(model: str, cases: list[tuple[int, int]], plan: E2EPlan, device: 
     with torch.inference_mode():
         for B, S in cases:
             toks = torch.randint(0, cfg.vocab_size, (B, S), device=device)
-            t = _time(
+            t = time_call(
                 lambda toks=toks: net(toks, use_cache=False, logits_to_keep=1),
                 device,
                 plan.repeats,
@@ -300,7 +317,7 @@ def hf_prefill(model: str, cases: list[tuple[int, int]], plan: E2EPlan, device: 
             )
             out[(B, S)] = B * S / t["median_s"]
     net = None  # free the HF model before the engines load
-    _free(device)
+    free(device)
     return out
 
 
@@ -351,7 +368,7 @@ def run_e2e(plan: E2EPlan, on_row: Callable[[dict], None] | None = None) -> list
             )
         except Exception as e:  # the comparison must not sink the engine rows
             print(f"warning: HF transformers prefill failed: {type(e).__name__}: {e}")
-            _free(device)
+            free(device)
     variants = [("bf16", None, None)] if plan.bf16 else []
     for dtype in plan.dtypes:
         sps = sorted(plan.sparsities, key=lambda s: s != "dense")  # dense first
@@ -369,7 +386,16 @@ def run_e2e(plan: E2EPlan, on_row: Callable[[dict], None] | None = None) -> list
         )
         for phase in plan.phases:
             for M in plan.m_values(phase):
-                r = _case(eng, phase, M, plan, device, bw)
+                r = measure(
+                    eng,
+                    phase,
+                    M,
+                    repeats=plan.repeats,
+                    warmup=plan.warmup,
+                    device=device,
+                    bw=bw,
+                    decode_steps=plan.decode_steps,
+                )
                 row = {
                     "model": eng.info.model,
                     "backend": backend,
@@ -394,7 +420,7 @@ def run_e2e(plan: E2EPlan, on_row: Callable[[dict], None] | None = None) -> list
                 if on_row:
                     on_row(row)
         del eng
-        _free(device)
+        free(device)
     return rows
 
 

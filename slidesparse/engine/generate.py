@@ -23,6 +23,7 @@ import torch
 
 from slidesparse.core.errors import UserError
 from slidesparse.engine import linear as lin
+from slidesparse.engine import sizing
 from slidesparse.engine.config import EngineConfig, resolve_config
 from slidesparse.engine.model import MLP, Attention, Block, RMSNorm, Transformer
 from slidesparse.engine.weights import (
@@ -35,7 +36,6 @@ from slidesparse.engine.weights import (
 )
 
 QDTYPES = {"int8": torch.int8, "fp8": torch.float8_e4m3fn}
-CACHE_ALIGN = 64  # cache lengths round up to this, so nearby lengths share one graph
 
 
 @dataclass(frozen=True)
@@ -91,14 +91,14 @@ class _Context:
     cache_dir: Path  # this GPU tag's cache: searched algorithms, tuned kernels, weights
 
 
-def _context(cache_dir: str | Path | None) -> _Context:
+def _context(cache_dir: str | Path | None, tag_dir: str | Path | None = None) -> _Context:
     """The GPU tag of the current device and its cache folder; kernels launch under it."""
     from slidesparse.core.hardware import device_tag
     from slidesparse.kernels import tuning
 
     tag = device_tag(torch.cuda.current_device())
     root = Path(cache_dir) if cache_dir else Path.home() / ".cache" / "slidesparse"
-    ctx = _Context(tag, root / tag)
+    ctx = _Context(tag, Path(tag_dir) if tag_dir else root / tag)
     tuning.use(ctx.gpu_tag, ctx.cache_dir)
     return ctx
 
@@ -114,6 +114,7 @@ def build_engine(
     seed: int = 0,
     require_pruned: bool = False,
     cache_dir: str | Path | None = None,
+    tag_cache_dir: str | Path | None = None,
     weight_cache: bool | None = None,
     search: bool = True,
     use_graphs: bool = True,
@@ -125,8 +126,10 @@ def build_engine(
     weights to first (so a dense run sees the same pruned weights). ``require_pruned``: refuse
     weights that are not already pruned to it instead of pruning. ``cache_dir``: root of the
     per-GPU-tag caches (searched algorithms, prepared checkpoints; default
-    ``~/.cache/slidesparse``). ``weight_cache``: cache prepared weights on disk (default: for
-    checkpoints, not for random weights). ``search``: search GEMM algorithms missing from the
+    ``~/.cache/slidesparse``). ``tag_cache_dir``: this GPU tag's cache folder itself (a results
+    store's, so the engine shares searched algorithms with the kernel cells).
+    ``weight_cache``: cache prepared weights on disk (default: for checkpoints, not for
+    random weights). ``search``: search GEMM algorithms missing from the
     cache (else the first vetted candidate). ``max_len``: longest sequence (RoPE table).
     ``fused``: norm, RoPE and SiLU-and-mul as the Triton kernels of
     :mod:`slidesparse.engine.fused` (default: on CUDA; on a CPU only under the interpreter).
@@ -147,7 +150,7 @@ def build_engine(
     kind = None
     selector = None
     if device == "cuda":
-        ctx = _context(cache_dir)
+        ctx = _context(cache_dir, tag_cache_dir)
     if quantized:
         from slidesparse.engine import algos
 
@@ -263,7 +266,8 @@ class Engine:
 
     def reset(self, batch: int, cache_len: int) -> None:
         """Static cache and decode buffers for ``batch`` sequences of up to ``cache_len``."""
-        cache_len = min(-(-cache_len // CACHE_ALIGN) * CACHE_ALIGN, self.model.max_len)
+        # Rounded up, so nearby lengths share one graph.
+        cache_len = min(sizing.cache_len(cache_len), self.model.max_len)
         cur = self.model.layers[0].attn.cache
         if cur is None or cur.batch != batch or cur.max_len != cache_len:
             self._graphs.clear()  # graphs point at the old buffers

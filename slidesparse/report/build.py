@@ -15,10 +15,10 @@ from pathlib import Path
 from slidesparse.core.atomic import atomic_write_text
 from slidesparse.core.errors import UserError
 from slidesparse.report import failures, frames
+from slidesparse.report.e2e import e2e_context
 from slidesparse.report.render import _E2E, LANGS, render
 from slidesparse.report.sections import (
     cross_context,
-    e2e_context,
     failure_details,
     file_stats,
     header,
@@ -101,8 +101,12 @@ def build_reports(
                 "failures": failure_details(kind_cells, groups),
                 "skip_groups": skips,
             }
-            build = e2e_context if is_e2e else kernel_context
-            ctx.update(build(kind_cells, out, stem, plots, ctx["h"]["cpu"]))
+            cpu = ctx["h"]["cpu"]
+            if is_e2e:  # beside the kernel-level totals of the same GPU
+                kernel = tc[~tc["task"].isin(_E2E)]
+                ctx.update(e2e_context(kind_cells, out, stem, plots, cpu, kernel))
+            else:
+                ctx.update(kernel_context(kind_cells, out, stem, plots, cpu))
             written.append(_write(out / f"{stem}.{lang}.md", render(kind, lang, ctx)))
     if len(tags) > 1:
         ctx = {**base, **cross_context(cells, store, tags, out, plots)}

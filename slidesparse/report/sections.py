@@ -367,44 +367,6 @@ def _latency(r) -> str:
     return text + ("‡" if r.interpreter else "")
 
 
-# ---------------------------------------------------------------------- e2e report
-
-
-def e2e_context(cells: pd.DataFrame, out: Path, stem: str, plots: bool, cpu: bool) -> dict:
-    sp = speedups.e2e_speedups(cells)
-    sections = []
-    for (task, dtype), f in sp.groupby(["task", "dtype"], sort=True):
-        models = []
-        for model in frames.order_models(f["model"]):
-            g = f[f["model"] == model]
-            table = _speedup_table(g, ["M"], "dense_tokens_per_s", _tok)
-            cut = g.dropna(subset=["speedup_vs_cutlass"])
-            vs_cut = None
-            if len(cut):
-                vs_cut = _speedup_table(
-                    cut.assign(speedup=cut["speedup_vs_cutlass"], suspect=False),
-                    ["M"],
-                    "cutlass_tokens_per_s",
-                    _tok,
-                )
-            models.append({"model": model, "table": table, "vs_cutlass": vs_cut})
-        fig = None
-        if plots:
-            panels = _panels([(m["model"], f[f["model"] == m["model"]]) for m in models])
-            fig = f"{stem}.{task.removeprefix('e2e-')}.{dtype}.png"
-            _plot(panels, out / fig, f"{stem} {task} {dtype}", cpu)
-        sections.append({"task": task, "dtype": dtype, "models": models, "figure": fig})
-    conclusions = []
-    for (task, dtype), f in sp[~sp["suspect"]].groupby(["task", "dtype"], sort=True):
-        best = {r.sparsity: r for r in f.sort_values("speedup").itertuples()}  # last = best
-        items = [
-            f"{p} {_num(best[p].speedup)}× ({best[p].model}, M={best[p].M})"
-            for p in frames.order_patterns(best)
-        ]
-        conclusions.append({"task": task, "dtype": dtype, "items": items})
-    return {"sections": sections, "suspect": int(sp["suspect"].sum()), "conclusions": conclusions}
-
-
 # ---------------------------------------------------------------------- cross-GPU report
 
 
@@ -446,8 +408,12 @@ def cross_context(
         for task in _E2E:
             g = e2e[(e2e["task"] == task) & (e2e["dtype"] == dtype)]
             for model in frames.order_models(g["model"]):
-                add(task, dtype, g[g["model"] == model], model)
+                for stack, h in g[g["model"] == model].groupby("stack", sort=True):
+                    add(task, dtype, h, model if stack == "vllm" else f"{model} ({stack})")
         prefill = e2e[(e2e["task"] == "e2e-prefill") & (e2e["dtype"] == dtype)]
+        # One stack per GPU in the heatmap: the engine's rows where a GPU has both.
+        engine_tags = set(prefill.loc[prefill["stack"] == "engine", "gpu_tag"])
+        prefill = prefill[(prefill["stack"] == "engine") | ~prefill["gpu_tag"].isin(engine_tags)]
         for kind, f in (("square", square), ("prefill", prefill)) if plots else ():
             fig = _heatmap(f, tags, out / f"cross_gpu.{kind}.{dtype}.png", f"{kind} {dtype}")
             if fig:

@@ -232,32 +232,60 @@ def _float(v) -> float:
 
 # ------------------------------------------------------------------------ end to end
 
-_EGROUP = ["gpu_tag", "task", "mode", "model", "dtype", "M"]
+_EGROUP = ["gpu_tag", "task", "mode", "model", "dtype", "M", "stack"]
+# Per stack: the backend of its dense baseline and of its extra reference. Speedups are only
+# ever taken inside one stack: a sparse engine row over the engine's dense W8A8 row of the
+# same run, a (legacy) vLLM sparse row over vLLM's cuBLASLt row.
+STACKS = {
+    "engine": {"dense": ("engine", None), "ref": ("engine", "bf16")},
+    "vllm": {"dense": ("cublaslt", None), "ref": ("cutlass", None)},
+}
+
+
+def e2e_stack(backend) -> str:
+    """``engine`` for slidesparse's engine rows, ``vllm`` for vLLM rows (new or imported)."""
+    return "engine" if backend == "engine" else "vllm"
 
 
 def e2e_speedups(cells: pd.DataFrame) -> pd.DataFrame:
-    """End-to-end speedups: sparse tokens/s over cuBLASLt (and CUTLASS) dense tokens/s."""
+    """End-to-end speedups per stack: sparse tokens/s over the same stack's dense tokens/s
+    (engine: dense W8A8; vLLM: cuBLASLt), plus the speedup over the stack's reference
+    (engine: the bf16 engine; vLLM: its CUTLASS path) where that was measured."""
     cols = [*_EGROUP, "sparsity", "dense_tokens_per_s", "tokens_per_s", "speedup"]
-    cols += ["cutlass_tokens_per_s", "speedup_vs_cutlass", "ideal", "suspect"]
+    cols += ["ref_tokens_per_s", "speedup_vs_ref", "ideal", "suspect"]
     if cells.empty:
         return pd.DataFrame(columns=cols)
     ok = cells[cells["task"].isin(["e2e-prefill", "e2e-decode"]) & (cells["status"] == "ok")]
     ok = ok[ok["tokens_per_s"].notna()]
+    ok = ok.assign(stack=[e2e_stack(b) for b in ok["backend"]])
+    out = []
+    for stack, roles in STACKS.items():
+        rows = ok[ok["stack"] == stack]
+        if rows.empty:
+            continue
 
-    def best(backend: str, name: str) -> pd.DataFrame:
-        f = ok[(ok["backend"] == backend) & (ok["sparsity"] == "dense")]
-        f = f.sort_values("tokens_per_s", ascending=False, kind="stable")
-        return (
-            f.groupby(_EGROUP, sort=False)
-            .head(1)[[*_EGROUP, "tokens_per_s"]]
-            .rename(columns={"tokens_per_s": name})
+        def best(role: str, name: str, rows=rows, roles=roles) -> pd.DataFrame:
+            backend, dtype = roles[role]
+            f = rows[(rows["backend"] == backend) & (rows["sparsity"] == "dense")]
+            keys = [k for k in _EGROUP if k != "dtype"] if dtype else _EGROUP
+            f = f[f["dtype"] == dtype] if dtype else f[f["dtype"] != "bf16"]
+            f = f.sort_values("tokens_per_s", ascending=False, kind="stable")
+            return (
+                f.groupby(keys, sort=False)
+                .head(1)[[*keys, "tokens_per_s"]]
+                .rename(columns={"tokens_per_s": name})
+            )
+
+        sparse = rows[rows["sparsity"] != "dense"].sort_values("tokens_per_s", ascending=False)
+        sparse = sparse.groupby([*_EGROUP, "sparsity"], sort=False).head(1)
+        f = best("dense", "dense_tokens_per_s").merge(
+            sparse[[*_EGROUP, "sparsity", "tokens_per_s"]], on=_EGROUP, how="inner"
         )
-
-    sparse = ok[ok["sparsity"] != "dense"].sort_values("tokens_per_s", ascending=False)
-    sparse = sparse.groupby([*_EGROUP, "sparsity"], sort=False).head(1)
-    out = best("cublaslt", "dense_tokens_per_s").merge(
-        sparse[[*_EGROUP, "sparsity", "tokens_per_s"]], on=_EGROUP, how="inner"
-    )
-    out = out.merge(best("cutlass", "cutlass_tokens_per_s"), on=_EGROUP, how="left")
-    out["speedup_vs_cutlass"] = out["tokens_per_s"] / out["cutlass_tokens_per_s"]
-    return _with_speedup(out, out["tokens_per_s"] / out["dense_tokens_per_s"])[cols]
+        ref = best("ref", "ref_tokens_per_s")
+        f = f.merge(ref, on=[k for k in _EGROUP if k in ref.columns], how="left")
+        out.append(f)
+    if not out:
+        return pd.DataFrame(columns=cols)
+    f = pd.concat(out, ignore_index=True)
+    f["speedup_vs_ref"] = f["tokens_per_s"] / f["ref_tokens_per_s"]
+    return _with_speedup(f, f["tokens_per_s"] / f["dense_tokens_per_s"])[cols]

@@ -193,11 +193,16 @@ def _timeout(cell: Cell, override: float | None) -> float:
 
 
 def _setup_groups(cells: list[Cell]) -> OrderedDict[str, deque[Cell]]:
-    """Cells grouped by their task's setup key, groups in first-seen order."""
+    """Cells grouped by their task's setup key, groups in first-seen order.
+
+    A non-empty setup key names the setup itself, so cells of different tasks that need the
+    same one (an engine's prefill and decode cells) share a group and a warm worker; an
+    empty key groups a task's cells together."""
     groups: OrderedDict[str, deque[Cell]] = OrderedDict()
     for cell in cells:
         try:
-            key = cell.task + ":" + str(get_task(cell.task).setup_key(cell.params))
+            setup = str(get_task(cell.task).setup_key(cell.params))
+            key = f"setup:{setup}" if setup else f"{cell.task}:"
         except Exception:  # a setup key that cannot be computed: group by the params instead
             key = cell.group_key
         groups.setdefault(key, deque()).append(cell)

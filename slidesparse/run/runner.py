@@ -109,16 +109,29 @@ class Plan:
             out.setdefault(p.cell.task, Counter())[state] += 1
         return out
 
-    def estimate(self, n_workers: int) -> tuple[float, int]:
-        """Estimated seconds for the cells to run (over ``n_workers``) and how many lack history."""
-        total, unknown = 0.0, 0
+    def estimate(self, n_workers: int) -> tuple[float, int, int]:
+        """Estimated seconds for the cells to run (over ``n_workers``), how many cells have
+        neither history nor a cost model, and how many were estimated by their task's model.
+
+        A cell's earlier median (task[/backend]) wins; otherwise its task's cost model,
+        whose setup time is counted once per setup key."""
+        total, unknown, modelled = 0.0, 0, 0
+        setups: dict[str, float] = {}
         for cell in self.to_run():
             est = estimate_seconds(self.durations, cell)
-            if est is None:
-                unknown += 1
-            else:
+            if est is not None:
                 total += est
-        return total / max(n_workers, 1), unknown
+                continue
+            task = get_task(cell.task)
+            model = task.cost(cell.params)
+            if model is None:
+                unknown += 1
+                continue
+            setup, seconds = model
+            setups[f"{cell.task}:{task.setup_key(cell.params)}"] = setup
+            total += seconds
+            modelled += 1
+        return (total + sum(setups.values())) / max(n_workers, 1), unknown, modelled
 
 
 def _history(store: Store, tag: str) -> tuple[dict[str, str], dict[str, float]]:

@@ -13,10 +13,11 @@ A task is a function ``run(params, ctx) -> list[dict]`` registered with :func:`r
   lives as long as the worker process; cells with the same ``setup_key`` run back to back.
 
 The registration carries the rest of the task's metadata (whether a cell needs a GPU, its
-``mode`` column, default timeout, the dtype the capability rule checks, its predicted memory),
-so the runner knows no task by name: adding a task is one module in this package plus preset
-lines. Built-in tasks are discovered by walking this package; a task registered from any other
-module (a plugin, a test) is found by the module name its registration records.
+``mode`` column, default timeout, the dtype the capability rule checks, its predicted memory
+and its modelled cost for ``plan``), so the runner knows no task by name: adding a task is
+one module in this package plus preset lines. Built-in tasks are discovered by walking this
+package; a task registered from any other module (a plugin, a test) is found by the module
+name its registration records.
 """
 
 from __future__ import annotations
@@ -83,6 +84,9 @@ class TaskSpec:
     # Why a cell cannot run on a machine that has (True) or lacks (False) a GPU, beyond the
     # generic rules; None: nothing task-specific.
     skip_reason: Callable[[Params, bool], str | None] = lambda _p, _has_gpu: None
+    # Modelled (setup seconds shared by a setup key's cells, seconds of the cell) for a
+    # machine with no earlier runs of the task; None: no model.
+    cost: Callable[[Params], tuple[float, float] | None] = lambda _p: None
     module: str = ""  # where the registration lives (workers import it from there)
     source: str | None = None  # its file, for modules outside any importable package
 
@@ -103,6 +107,7 @@ def register_task(
     operand: Callable[[Params], tuple[str | None, bool]] | None = None,
     memory_bytes: Callable[[Params, Any], float | None] | None = None,
     skip_reason: Callable[[Params, bool], str | None] | None = None,
+    cost: Callable[[Params], tuple[float, float] | None] | None = None,
 ) -> Callable[[TaskFn], TaskFn]:
     """Decorator: register ``fn`` as the implementation of task ``name`` with its metadata."""
 
@@ -120,6 +125,7 @@ def register_task(
             operand=operand or _no_dtype,
             memory_bytes=memory_bytes or TaskSpec.memory_bytes,
             skip_reason=skip_reason or TaskSpec.skip_reason,
+            cost=cost or TaskSpec.cost,
             module=fn.__module__,
             source=getattr(module, "__file__", None),
         )

@@ -1,170 +1,64 @@
-"""Tasks ``e2e-prefill`` and ``e2e-decode``: vLLM's offline throughput benchmark per cell.
+"""Tasks ``e2e-prefill`` and ``e2e-decode``: end-to-end throughput of a whole model per cell.
 
-The engine arguments follow docs/method.md, "The matrix" exactly and are recorded in every row.
-vLLM runs in a subprocess (``vllm bench throughput``) so that its own CUDA state, memory
-pools and compile caches never leak into the warm worker. Without vLLM installed, a cell is
-``Unsupported`` (recorded skipped, not failed).
+Backend ``engine`` runs slidesparse's own engine (:mod:`slidesparse.engine`) with random
+weights at the model's real shapes; its linear layers follow the cell's dtype and pattern:
 
-Backends: ``cutlass`` is vLLM's own W8A8 path with the dense checkpoint; ``cublaslt`` and
-``cusparselt`` route the linear layers through slidesparse via its vLLM integration
-(``slidesparse.vllm_plugin``), selected with environment variables the plugin reads.
+* ``bf16``, dense: the unquantized reference;
+* ``int8`` / ``fp8``, dense: ``w8a8`` (per-token quantization, searched cuBLASLt GEMM);
+* ``int8`` / ``fp8``, 2_L: ``slidesparse`` (fused quant + slide, cuSPARSELt on the slid,
+  compressed weight, pruned to (L-2):L by magnitude first).
+
+Backend ``cutlass`` is vLLM's own dense W8A8 path (:mod:`slidesparse.tasks.e2e_vllm`), run
+where vLLM is installed and skipped with that reason elsewhere.
+
+M follows the seeds' vLLM runs: prefill at M is ceil(M/1024) sequences of min(M, 1024)
+tokens in one forward; decode at M is M concurrent sequences of a 16-token prompt and 256
+new tokens, timed as whole requests (prompt and new tokens over the elapsed time, vLLM's
+definition of tokens/s). Every row keeps the median with p25/p75, the share of the step
+spent in the linear layers (the same step's linears timed alone), peak memory and the
+engine's configuration.
+
+One engine per (model, dtype, pattern) is built per worker and shared by the prefill and
+decode cells that follow it (they share a setup key); building another frees it first.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import json
-import math
-import os
-import subprocess
-import sys
-import tempfile
-import time
+import gc
 from collections.abc import Iterator, Mapping
-from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import PositiveInt
 
 from slidesparse.core.errors import Unsupported
-from slidesparse.core.process import die_with_parent
+from slidesparse.engine.sizing import DECODE_NEW
 from slidesparse.tasks import TaskContext, register_task
-from slidesparse.tasks.axes import Axes, ModelName, Sparsity, W8A8Dtype, axis, product
+from slidesparse.tasks.axes import Axes, ModelName, Sparsity, axis, product
 
-# Public W8A8 checkpoints (compressed-tensors) per model and dtype (docs/method.md, "Models").
-_CHECKPOINTS = {
-    ("Llama3.2-1B", "int8"): "RedHatAI/Llama-3.2-1B-Instruct-quantized.w8a8",
-    ("Llama3.2-1B", "fp8"): "RedHatAI/Llama-3.2-1B-Instruct-FP8-dynamic",
-    ("Llama3.2-3B", "int8"): "RedHatAI/Llama-3.2-3B-Instruct-quantized.w8a8",
-    ("Llama3.2-3B", "fp8"): "RedHatAI/Llama-3.2-3B-Instruct-FP8-dynamic",
-    ("Qwen2.5-7B", "int8"): "RedHatAI/Qwen2.5-7B-Instruct-quantized.w8a8",
-    ("Qwen2.5-7B", "fp8"): "RedHatAI/Qwen2.5-7B-Instruct-FP8-dynamic",
-    ("Qwen2.5-14B", "int8"): "RedHatAI/Qwen2.5-14B-Instruct-quantized.w8a8",
-    ("Qwen2.5-14B", "fp8"): "RedHatAI/Qwen2.5-14B-Instruct-FP8-dynamic",
-}
-_PREFILL_CHUNK = 1024  # tokens per prompt in prefill cells
+BACKENDS = ("engine", "cutlass")
+E2E_DTYPES = ("int8", "fp8", "bf16")
+# Timing per cell: a prefill step is one forward; a decode "step" is a whole request of
+# 256 tokens, so fewer repeats give the same confidence.
+_TIMING = {"prefill": dict(repeats=5, warmup=2), "decode": dict(repeats=3, warmup=1)}
+_MEMO = "e2e.engine"
 
 
-def engine_args(phase: str, M: int) -> dict[str, int]:
-    """Benchmark and engine arguments for ``phase`` ("prefill" | "decode") at ``M`` tokens.
-
-    prefill: input_len = min(M, 1024), max_num_seqs = ceil(M / 1024), output_len = 1,
-    num_prompts = 128 * max_num_seqs, max_num_batched_tokens = M. decode: input_len = 16,
-    output_len = 256, max_num_seqs = num_prompts = M. With chunked prefill off, vLLM needs
-    max_num_batched_tokens >= max_model_len, so it is raised to that where M is smaller.
-    """
-    if phase == "prefill":
-        input_len = min(M, _PREFILL_CHUNK)
-        max_num_seqs = math.ceil(M / _PREFILL_CHUNK)
-        args = dict(
-            input_len=input_len,
-            output_len=1,
-            max_num_seqs=max_num_seqs,
-            num_prompts=128 * max_num_seqs,
-            max_num_batched_tokens=M,
-        )
-    elif phase == "decode":
-        args = dict(
-            input_len=16,
-            output_len=256,
-            max_num_seqs=M,
-            num_prompts=M,
-            max_num_batched_tokens=max(M * 16, 2048),
-        )
-    else:
-        raise ValueError(f"phase must be prefill or decode, got {phase!r}")
-    args["max_model_len"] = args["input_len"] + args["output_len"]
-    args["max_num_batched_tokens"] = max(args["max_num_batched_tokens"], args["max_model_len"])
-    return args
-
-
-def bench_command(checkpoint: str, args: Mapping[str, int], output_json: Path) -> list[str]:
-    """The ``vllm bench throughput`` command line for one cell."""
-    return [
-        sys.executable, "-m", "vllm.entrypoints.cli.main", "bench", "throughput",
-        "--model", checkpoint,
-        "--dataset-name", "random",
-        "--input-len", str(args["input_len"]),
-        "--output-len", str(args["output_len"]),
-        "--num-prompts", str(args["num_prompts"]),
-        "--max-num-seqs", str(args["max_num_seqs"]),
-        "--max-num-batched-tokens", str(args["max_num_batched_tokens"]),
-        "--max-model-len", str(args["max_model_len"]),
-        "--no-enable-chunked-prefill",
-        "--no-enable-prefix-caching",
-        "--output-json", str(output_json),
-    ]  # fmt: skip
-
-
-def _run(phase: str, params: Mapping[str, Any], ctx: TaskContext) -> list[dict]:
-    if importlib.util.find_spec("vllm") is None:
-        raise Unsupported("vLLM is not installed (pip install slidesparse[vllm])")
-    if ctx.device != "cuda":
-        raise Unsupported("no CUDA device")
-    model, dtype, backend = params["model"], params["dtype"], params["backend"]
-    sparsity, M = params.get("sparsity", "dense"), int(params["M"])
-    checkpoint = _CHECKPOINTS.get((model, dtype))
-    if checkpoint is None:
-        raise Unsupported(f"no public {dtype} checkpoint of {model} for end-to-end runs")
-    env = dict(os.environ)
-    if backend != "cutlass":
-        if importlib.util.find_spec("slidesparse.vllm_plugin") is None:
-            raise Unsupported(
-                f"backend {backend} needs the slidesparse vLLM integration "
-                "(slidesparse.vllm_plugin), which this installation lacks"
-            )
-        env.update(SLIDESPARSE_LINEAR_BACKEND=backend, SLIDESPARSE_SPARSITY=sparsity)
-    args = engine_args(phase, M)
-    with tempfile.TemporaryDirectory(prefix="slidesparse-e2e-") as tmp:
-        out = Path(tmp) / "throughput.json"
-        cmd = bench_command(checkpoint, args, out)
-        t0 = time.perf_counter()
-        proc = subprocess.run(
-            cmd, env=env, capture_output=True, text=True, preexec_fn=die_with_parent
-        )
-        wall = time.perf_counter() - t0
-        if proc.returncode != 0 or not out.exists():
-            text = (proc.stderr or proc.stdout or "").strip()[-3000:]
-            raise RuntimeError(f"vllm bench throughput exited {proc.returncode}: {text}")
-        data = json.loads(out.read_text())
-    return [
-        {
-            "mode": phase,
-            "model": model,
-            "dtype": dtype,
-            "backend": backend,
-            "kernel": "vllm" if backend == "cutlass" else f"vllm+slidesparse:{backend}",
-            "sparsity": sparsity,
-            "M": M,
-            "prompt_len": args["input_len"],
-            "output_len": args["output_len"],
-            "max_num_seqs": args["max_num_seqs"],
-            "num_prompts": args["num_prompts"],
-            "tokens_per_s": data.get("tokens_per_second"),
-            "requests_per_s": data.get("requests_per_second"),
-            "elapsed_s": data.get("elapsed_time"),
-            "timer": "vllm bench throughput",
-            "extra": {
-                "engine_args": args,
-                "checkpoint": checkpoint,
-                "command": cmd,
-                "wall_s": wall,
-                "vllm_output": data,
-            },
-        }
-    ]
-
-
-# Backends of an end-to-end cell: dense (vLLM's CUTLASS path, cuBLASLt) or 2:4 (cuSPARSELt).
-_SPARSE_BACKEND = {"cutlass": False, "cublaslt": False, "cusparselt": True}
+def linear_backend(dtype: str, sparsity: str) -> str:
+    """The engine's linear backend for a cell: ``bf16``, ``w8a8`` or ``slidesparse``."""
+    if dtype == "bf16":
+        return "bf16"
+    return "w8a8" if sparsity == "dense" else "slidesparse"
 
 
 class E2EAxes(Axes):
-    """e2e-prefill / e2e-decode: vLLM throughput per model, dtype, backend, pattern and M."""
+    """e2e-prefill / e2e-decode: throughput per model, dtype, backend, pattern and M.
+
+    Kept combinations: ``engine`` with int8/fp8 at any pattern and bf16 dense;
+    ``cutlass`` (vLLM) with int8/fp8 dense only."""
 
     model: axis(ModelName)
-    dtype: axis(W8A8Dtype)
-    backend: axis(Literal[tuple(_SPARSE_BACKEND)])  # type: ignore[valid-type]
+    dtype: axis(Literal[E2E_DTYPES])  # type: ignore[valid-type]
+    backend: axis(Literal[BACKENDS])  # type: ignore[valid-type]
     sparsity: axis(Sparsity)
     M: axis(PositiveInt)
 
@@ -176,47 +70,177 @@ class E2EAxes(Axes):
             sparsity=self.sparsity,
             M=self.M,
         ):
-            if _SPARSE_BACKEND[p["backend"]] == (p["sparsity"] != "dense"):
-                yield p
+            dense = p["sparsity"] == "dense"
+            if p["dtype"] == "bf16" and not (dense and p["backend"] == "engine"):
+                continue
+            if p["backend"] == "cutlass" and not dense:
+                continue
+            yield p
 
 
-def memory_bytes(p: Mapping[str, Any], rules) -> float:
-    """Predicted peak bytes of serving ``p["model"]``: weights, embeddings, activations, reserve."""
+def memory_bytes(p: Mapping[str, Any], rules, phase: str) -> float:
+    """Predicted peak device bytes of the cell (:func:`slidesparse.engine.sizing.engine_bytes`)."""
     from slidesparse.core.models import get_model
-    from slidesparse.core.sparsity import expansion, parse_pattern
+    from slidesparse.engine.sizing import engine_bytes
 
     spec = get_model(p["model"])
-    pattern = parse_pattern(p["sparsity"])
-    # A sparse backend serves the slid checkpoint, whose linear weights grow by the
-    # expansion 2(L-2)/L; embeddings and lm_head stay dense.
-    scale = 1.0 if pattern.is_dense else expansion(pattern)
-    weights = spec.linear_params * rules.bytes_per_element[p["dtype"]] * scale
-    copies = 1 if spec.tie_word_embeddings else 2
-    embed = copies * spec.vocab_size * spec.hidden * rules.e2e.embedding_bytes
-    acts = p["M"] * spec.hidden * rules.e2e.activation_bytes_per_token_hidden
-    return weights + embed + acts + rules.e2e.reserve_bytes
+    sparsity = p.get("sparsity", "dense")
+    return engine_bytes(spec, p["dtype"], sparsity, phase, int(p["M"]), rules.e2e.reserve_bytes)
+
+
+def cost(p: Mapping[str, Any], phase: str) -> tuple[float, float] | None:
+    """``plan``'s modelled (setup, cell) seconds of an engine cell; None for vLLM cells."""
+    from slidesparse.core.models import get_model
+    from slidesparse.engine.sizing import engine_cost_s
+
+    if p.get("backend") != "engine":
+        return None
+    spec = get_model(p["model"])
+    return engine_cost_s(spec, p["dtype"], p.get("sparsity", "dense"), phase, int(p["M"]))
+
+
+def _setup_key(p: Mapping[str, Any]) -> str:
+    if p.get("backend") != "engine":
+        return ""
+    return f"engine:{p['model']}:{p['dtype']}:{p.get('sparsity', 'dense')}"
 
 
 def _operand(p: Mapping[str, Any]) -> tuple[str | None, bool]:
     return p["dtype"], p.get("sparsity") not in (None, "dense")
 
 
+def _engine(params: Mapping[str, Any], ctx: TaskContext):
+    """The worker's engine for the cell's (model, dtype, pattern), built once."""
+    from slidesparse.engine import build_engine
+
+    key = _setup_key(params)
+    held = ctx.memo.get(_MEMO)
+    if held is not None and held[0] == key:
+        return held[1]
+    ctx.memo.pop(_MEMO, None)
+    held = None
+    gc.collect()
+    if ctx.device == "cuda":
+        import torch
+
+        torch.cuda.empty_cache()
+    dtype, sparsity = params["dtype"], params.get("sparsity", "dense")
+    eng = build_engine(
+        params["model"],
+        linear_backend(dtype, sparsity),
+        dtype="int8" if dtype == "bf16" else dtype,
+        sparsity=None if sparsity == "dense" else sparsity,
+        device=ctx.device,
+        tag_cache_dir=ctx.cache_dir,
+        max_len=2048,
+    )
+    ctx.memo[_MEMO] = (key, eng)
+    return eng
+
+
+def engine_row(eng, phase: str, M: int, device: str, new_tokens: int = DECODE_NEW) -> dict:
+    """The result row of one engine cell: measure ``phase`` at ``M`` the seeds' way
+    (``new_tokens`` per decode request: 256 in the matrix)."""
+    from slidesparse import __version__
+    from slidesparse.engine.bench import measure
+
+    r = measure(
+        eng,
+        phase,
+        M,
+        device=device,
+        decode_steps=new_tokens - 1,
+        whole_request=True,
+        **_TIMING[phase],
+    )
+    info = eng.info
+    step_us = r["step_ms"] * 1e3
+    batch = r["batch"]
+    prompt = r["seq_len"]
+    new = 1 if phase == "prefill" else new_tokens
+    elapsed = step_us * 1e-6 * (1 if phase == "prefill" else r["decode_steps"])
+    extra_keys = (
+        "linear_share", "gemm_share", "linear_s", "gemm_s", "kernel_gemm_s", "quant_s",
+        "dequant_s", "bound_s", "bound", "pct_of_bound", "attention_s", "weight_bytes",
+        "tokens_per_s_p25", "tokens_per_s_p75", "peak_mem_gb",
+    )  # fmt: skip
+    return {
+        "mode": phase,
+        "model": info.model,
+        "backend": "engine",
+        "kernel": f"slidesparse-engine {__version__} ({info.backend}, {info.gemm or 'bf16'})",
+        "M": M,
+        "tokens_per_s": r["tokens_per_s"],
+        "latency_us": step_us,  # one prefill forward / one decode step
+        "latency_p25_us": r["tokens_per_s"] / r["tokens_per_s_p75"] * step_us,
+        "latency_p75_us": r["tokens_per_s"] / r["tokens_per_s_p25"] * step_us,
+        "n_samples": r["n_samples"],
+        "timer": r["timer"],
+        "elapsed_s": elapsed,
+        "requests_per_s": batch / elapsed,
+        "prompt_len": prompt,
+        "output_len": new,
+        "max_num_seqs": batch,
+        "num_prompts": batch,
+        "extra": {
+            **{k: r.get(k) for k in extra_keys},
+            "engine": {
+                "version": __version__,
+                "linear": info.backend,
+                "gemm": info.gemm,
+                "weights": info.weights,
+                "fused": bool(eng.model.fused),
+                "cuda_graphs": bool(eng.use_graphs),
+                "batch": batch,
+                "seq_len": prompt,
+                "new_tokens": new,
+                "tokens_per_s": "(prompt + new tokens) / elapsed",
+            },
+        },
+    }
+
+
+def _run(phase: str, params: Mapping[str, Any], ctx: TaskContext) -> list[dict]:
+    if params["backend"] == "cutlass":
+        from slidesparse.tasks import e2e_vllm
+
+        return e2e_vllm.run_cell(phase, params, ctx)
+    if ctx.device != "cuda":
+        # The engine runs on a CPU for its correctness tests; a CPU timing of a GPU
+        # engine (quant kernels in Triton's interpreter) measures nothing worth a row.
+        raise Unsupported("no CUDA device")
+    row = engine_row(_engine(params, ctx), phase, int(params["M"]), ctx.device)
+    return [{**row, "dtype": params["dtype"], "sparsity": params.get("sparsity", "dense")}]
+
+
 _META = dict(
     axes=E2EAxes,
-    default_timeout_s=3600,
+    default_timeout_s=1800,
     needs_gpu=True,
+    setup_key=_setup_key,
     operand=_operand,
-    memory_bytes=memory_bytes,
 )
 
 
-@register_task("e2e-prefill", mode="prefill", **_META)
+@register_task(
+    "e2e-prefill",
+    mode="prefill",
+    memory_bytes=lambda p, rules: memory_bytes(p, rules, "prefill"),
+    cost=lambda p: cost(p, "prefill"),
+    **_META,
+)
 def run_prefill(params: Mapping[str, Any], ctx: TaskContext) -> list[dict]:
     """One end-to-end prefill throughput cell."""
     return _run("prefill", params, ctx)
 
 
-@register_task("e2e-decode", mode="decode", **_META)
+@register_task(
+    "e2e-decode",
+    mode="decode",
+    memory_bytes=lambda p, rules: memory_bytes(p, rules, "decode"),
+    cost=lambda p: cost(p, "decode"),
+    **_META,
+)
 def run_decode(params: Mapping[str, Any], ctx: TaskContext) -> list[dict]:
     """One end-to-end decode throughput cell."""
     return _run("decode", params, ctx)

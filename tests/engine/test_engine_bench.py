@@ -91,3 +91,30 @@ def test_bench_e2e_gpu_small(tmp_path):
         assert 0 < r["gemm_share"] <= r["linear_share"] * 1.05 and r["linear_share"] < 1.05
         if r["sparsity"] == "2_8":
             assert r.get("kernel_speedup_suspect") is None, r
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("phase,M", [("prefill", 48), ("decode", 2)])
+def test_matrix_cell_row_is_a_store_row_with_the_seeds_semantics(tmp_path, phase, M):
+    from slidesparse.engine import build_engine
+    from slidesparse.results.store import normalize_row
+    from slidesparse.tasks.e2e import engine_row
+
+    folder = write_tiny(tmp_path / "m", "qwen2")
+    eng = build_engine(folder, "slidesparse", dtype="int8", sparsity="2_8", device="cpu")
+    row = engine_row(eng, phase, M, "cpu", new_tokens=4)
+    normalize_row(
+        {**row, "task": f"e2e-{phase}", "status": "ok", "dtype": "int8", "sparsity": "2_8"}
+    )
+    assert row["backend"] == "engine" and row["mode"] == phase and row["M"] == M
+    assert row["kernel"].startswith("slidesparse-engine ") and "slidesparse" in row["kernel"]
+    assert row["tokens_per_s"] > 0 and row["latency_p25_us"] <= row["latency_p75_us"]
+    extra = row["extra"]
+    assert extra["linear_share"] > 0 and extra["kernel_gemm_s"] > 0
+    assert extra["engine"]["linear"] == "slidesparse" and extra["engine"]["cuda_graphs"] is False
+    if phase == "prefill":  # M tokens as ceil(M/1024) sequences
+        assert (row["max_num_seqs"], row["prompt_len"], row["output_len"]) == (1, 48, 1)
+        assert row["tokens_per_s"] == pytest.approx(48 / (row["latency_us"] * 1e-6))
+    else:  # M sequences, a 16-token prompt, new_tokens each, timed as whole requests
+        assert (row["max_num_seqs"], row["prompt_len"], row["output_len"]) == (2, 16, 4)
+        assert row["tokens_per_s"] == pytest.approx(2 * (16 + 4) / row["elapsed_s"])

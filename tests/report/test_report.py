@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 
 import pytest
-from synthetic_rows import CPU, TAG, TAG2, cpu_smoke_rows, synthetic_rows
+from synthetic_rows import CPU, ENGINE_TAG, TAG, TAG2, cpu_smoke_rows, engine_rows, synthetic_rows
 
 from slidesparse.cli import main
 from slidesparse.core.errors import StoreWarning, UserError
@@ -346,3 +346,37 @@ def test_incomplete_model_totals_are_listed_with_their_missing_layer(tmp_path, l
     build_reports(tmp_path / "results", tmp_path / "out", lang=lang, plots=False)
     text = (tmp_path / "out" / f"{TAG}.kernel.{lang}.md").read_text(encoding="utf-8")
     assert word in text and "M = 1024" in text and "down" in text.split(word)[1].split("\n")[0]
+
+
+@pytest.fixture
+def engine_results(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    store = Store("results")
+    store.write_rows(ENGINE_TAG, engine_rows(), name="part-0")
+    store.write_machine(ENGINE_TAG, {**_machine(ENGINE_TAG), "gpu_name": "NVIDIA H200"})
+    return store
+
+
+@pytest.mark.parametrize("lang", ["en", "zh"])
+def test_engine_report_matches_golden(engine_results, lang):
+    paths = build_reports("results", "out", lang=lang, plots=False)
+    _check_golden([p for p in paths if ".e2e." in p.name])
+
+
+def test_engine_rows_are_compared_only_with_the_engine(engine_results):
+    build_reports("results", "out", lang="en", plots=True)
+    text = (Path("out") / f"{ENGINE_TAG}.e2e.en.md").read_text(encoding="utf-8")
+    assert "### e2e-prefill · INT8 · slidesparse engine" in text
+    assert "Engine: slidesparse-engine 0.1.0 (bf16, bf16); slidesparse-engine 0.1.0" in text
+    # engine: 2_4 and 2_8 over the engine's dense W8A8; bf16 engine as the reference
+    assert "| 4096 | 70,000 | 1.25 | 0.95 |" in text
+    assert "| 4096 | 38,500 | 2.27 | 1.73 |" in text  # over the bf16 engine
+    # the imported vLLM pair stays in its own section, over its own cuBLASLt row
+    assert "### e2e-prefill · INT8\n" in text and "| 4096 | 50,000 | 1.04 |" in text
+    # kernel gain kept end to end: 1.25 e2e vs 1.45 matrix total, 1.40 engine GEMMs alone,
+    # 80% linear share -> Amdahl 1 / (0.2 + 0.8 / 1.45) = 1.33
+    assert "| Qwen2.5-7B | 4096 | 2_4 | 1.25 | 1.45 | 1.40 | 86% | 80% | 1.33 |" in text
+    # where the kernel matrix has no M, the engine's own GEMM timings stand in
+    assert "| Qwen2.5-7B | 16384 | 2_4 | 1.25 | - | 1.40 | 89% | 80% | 1.30 |" in text
+    assert (Path("out") / f"{ENGINE_TAG}.e2e.prefill.int8.engine.png").is_file()
+    assert (Path("out") / f"{ENGINE_TAG}.e2e.prefill.int8.png").is_file()

@@ -1,0 +1,163 @@
+"""The per-GPU end-to-end report's context: speedup tables per stack, and how much of the
+kernel-level gain survives end to end.
+
+Two stacks can hold e2e rows (:data:`slidesparse.report.speedups.STACKS`): slidesparse's
+engine (backend ``engine``: dense W8A8, SlideSparse 2_L and a bf16 reference) and vLLM
+(rows imported from the original scripts, or vLLM's own dense path run where installed).
+Speedups never cross stacks.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from slidesparse.report import frames, speedups
+from slidesparse.report.render import _num, _speedup, _tok
+from slidesparse.report.sections import _panels, _plot, _speedup_table
+
+_EKEY = ["gpu_tag", "task", "model", "dtype", "M"]
+
+
+def e2e_context(
+    cells: pd.DataFrame,
+    out: Path,
+    stem: str,
+    plots: bool,
+    cpu: bool,
+    kernel_cells: pd.DataFrame | None = None,
+) -> dict:
+    """Context of ``e2e.<lang>.md.j2`` for one GPU's end-to-end cells (``kernel_cells``: the
+    same GPU's kernel cells, for the end-to-end vs kernel section)."""
+    sp = speedups.e2e_speedups(cells)
+    sections = []
+    for (task, dtype, stack), f in sp.groupby(["task", "dtype", "stack"], sort=True):
+        models = []
+        for model in frames.order_models(f["model"]):
+            g = f[f["model"] == model]
+            table = _speedup_table(g, ["M"], "dense_tokens_per_s", _tok)
+            ref = g.dropna(subset=["speedup_vs_ref"])
+            vs_ref = None
+            if len(ref):
+                vs_ref = _speedup_table(
+                    ref.assign(speedup=ref["speedup_vs_ref"], suspect=False),
+                    ["M"],
+                    "ref_tokens_per_s",
+                    _tok,
+                )
+                if stack == "engine":  # L/(L-2) bounds sparse over dense, not over bf16
+                    vs_ref["ideal"] = vs_ref["ideal"][:2] + ["-"] * len(vs_ref["patterns"])
+            models.append({"model": model, "table": table, "vs_ref": vs_ref})
+        fig = None
+        if plots:
+            panels = _panels([(m["model"], f[f["model"] == m["model"]]) for m in models])
+            tail = "" if stack == "vllm" else f".{stack}"
+            fig = f"{stem}.{task.removeprefix('e2e-')}.{dtype}{tail}.png"
+            label = "" if stack == "vllm" else " (slidesparse engine)"
+            _plot(panels, out / fig, f"{stem} {task} {dtype}{label}", cpu)
+        sections.append(
+            {
+                "task": task,
+                "dtype": dtype,
+                "stack": stack,
+                "engine": _engine_names(cells, task, dtype) if stack == "engine" else [],
+                "models": models,
+                "figure": fig,
+            }
+        )
+    conclusions = []
+    for (task, dtype, stack), f in sp[~sp["suspect"].astype(bool)].groupby(
+        ["task", "dtype", "stack"]
+    ):
+        best = {r.sparsity: r for r in f.sort_values("speedup").itertuples()}  # last = best
+        items = [
+            f"{p} {_num(best[p].speedup)}× ({best[p].model}, M={best[p].M})"
+            for p in frames.order_patterns(best)
+        ]
+        conclusions.append({"task": task, "dtype": dtype, "stack": stack, "items": items})
+    return {
+        "sections": sections,
+        "suspect": int(sp["suspect"].sum()),
+        "conclusions": conclusions,
+        "survival": survival(sp, cells, kernel_cells),
+    }
+
+
+def _engine_names(cells: pd.DataFrame, task: str, dtype: str) -> list[str]:
+    """The engine versions and linear paths behind a section, as recorded in its rows."""
+    f = cells[(cells["task"] == task) & (cells["backend"] == "engine") & (cells["status"] == "ok")]
+    f = f[f["dtype"].isin([dtype, "bf16"])]
+    return sorted(set(f["kernel"].dropna()))
+
+
+def _extra(cells: pd.DataFrame, key: str) -> pd.Series:
+    def get(text):
+        try:
+            v = json.loads(text).get(key) if isinstance(text, str) else None
+        except (ValueError, AttributeError):
+            return math.nan
+        return float(v) if isinstance(v, int | float) else math.nan
+
+    return cells["extra"].map(get) if "extra" in cells else pd.Series(math.nan, cells.index)
+
+
+def survival(
+    sp: pd.DataFrame, cells: pd.DataFrame, kernel_cells: pd.DataFrame | None
+) -> list[dict]:
+    """Per (task, dtype, model) of the engine stack: each sparse cell's end-to-end speedup
+    beside the kernel-level model-total speedup at the same M (from the kernel matrix where
+    it ran, and from the engine's own GEMMs timed alone in the same cells), the linear
+    layers' share of the dense step, and what Amdahl's law expects from those two:
+    1 / ((1 - share) + share / kernel)."""
+    e = sp[(sp["stack"] == "engine") & ~sp["suspect"].astype(bool)]
+    if e.empty:
+        return []
+    ok = cells[(cells["backend"] == "engine") & (cells["status"] == "ok")]
+    ok = ok.assign(gemm_s=_extra(ok, "kernel_gemm_s"), share=_extra(ok, "linear_share"))
+    dense = ok[ok["sparsity"] == "dense"][[*_EKEY, "gemm_s", "share"]].rename(
+        columns={"gemm_s": "dense_gemm_s"}
+    )
+    sparse = ok[ok["sparsity"] != "dense"][[*_EKEY, "sparsity", "gemm_s"]]
+    f = e.merge(dense.drop_duplicates(_EKEY), on=_EKEY, how="left").merge(
+        sparse.drop_duplicates([*_EKEY, "sparsity"]), on=[*_EKEY, "sparsity"], how="left"
+    )
+    f["engine_kernel"] = f["dense_gemm_s"] / f["gemm_s"]
+    f["matrix_kernel"] = math.nan
+    if kernel_cells is not None and not kernel_cells.empty:
+        totals = speedups.model_totals(speedups.kernel_speedups(kernel_cells))
+        totals = totals[~totals["suspect"].astype(bool)]
+        key = ["gpu_tag", "model", "dtype", "M", "sparsity"]
+        t = totals[[*key, "speedup"]].rename(columns={"speedup": "matrix_kernel"})
+        f = f.drop(columns="matrix_kernel").merge(t.drop_duplicates(key), on=key, how="left")
+    kernel = f["matrix_kernel"].fillna(f["engine_kernel"])
+    f["amdahl"] = 1 / ((1 - f["share"]) + f["share"] / kernel)
+    f["kept"] = f["speedup"] / kernel
+    groups = []
+    for (task, dtype), g in f.groupby(["task", "dtype"], sort=True):
+        rows = []
+        for model in frames.order_models(g["model"]):
+            h = g[g["model"] == model].sort_values(["M", "sparsity"])
+            for p in frames.order_patterns(h["sparsity"]):
+                for r in h[h["sparsity"] == p].itertuples():
+                    rows.append(
+                        [
+                            model,
+                            str(r.M),
+                            p,
+                            _speedup(r.speedup, False),
+                            _speedup(r.matrix_kernel, False),
+                            _speedup(r.engine_kernel, False),
+                            _pct(r.kept),
+                            _pct(r.share),
+                            _speedup(r.amdahl, False),
+                        ]
+                    )
+        groups.append({"task": task, "dtype": dtype, "rows": rows})
+    return groups
+
+
+def _pct(v) -> str:
+    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.0%}"
