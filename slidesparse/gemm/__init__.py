@@ -67,6 +67,12 @@ def register_backend(
         raise ValueError(f"backend {name}: unknown dtypes {sorted(unknown)}")
 
     def deco(cls: type) -> type:
+        # The class answers for the name in messages and writes what it declares: a
+        # decorator on the wrong class (a shared base) would register a backend of nothing.
+        # (A dispatcher picks its class per pattern with ``for_pattern``.)
+        named = getattr(cls, "name", None) == name and getattr(cls, "out_dtypes", None)
+        if not named and not hasattr(cls, "for_pattern"):
+            raise TypeError(f"backend {name}: {cls.__name__} must set name={name!r} and out_dtypes")
         _REGISTRY[name] = BackendSpec(
             name=name,
             sparse=sparse,

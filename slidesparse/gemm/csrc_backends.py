@@ -75,14 +75,6 @@ class Fp4Sparse:
     operand: fp4.Operand
 
 
-@register_backend(
-    "cublaslt",
-    sparse=False,
-    baseline=True,
-    needs_extension=True,
-    dtypes=("fp16", "bf16", "int8", "fp8", "fp4"),
-    fallback="torch-builtin",
-)
 class _CsrcBackend(GemmBackend):
     """What the two csrc backends share: FP4 exists only on some builds and GPUs."""
 
@@ -92,6 +84,14 @@ class _CsrcBackend(GemmBackend):
         super().check_out_dtype(dtype, out_dtype)
 
 
+@register_backend(
+    "cublaslt",
+    sparse=False,
+    baseline=True,
+    needs_extension=True,
+    dtypes=("fp16", "bf16", "int8", "fp8", "fp4"),
+    fallback="torch-builtin",
+)
 class CublasLt(_CsrcBackend):
     """Dense GEMM on cuBLASLt with a searched heuristic algorithm."""
 

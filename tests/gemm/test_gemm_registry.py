@@ -18,6 +18,21 @@ def test_every_backend_registers_with_metadata():
     assert specs["cublaslt"].fallback == "torch-builtin"
     assert specs["cusparselt"].fallback == "torch-cslt"
     assert set(gemm.baseline_names()) == {"cpu-ref", "torch-builtin", "cublaslt"}
+    for name, spec in specs.items():  # the registered class is that backend, and writes
+        for p in ("dense", "2_8"):
+            cls = spec.cls.for_pattern("cpu", parse_pattern(p)) if name == "cpu-ref" else spec.cls
+            assert cls.name == name and cls.out_dtypes, name
+
+
+def test_registering_a_class_that_is_not_the_backend_fails_at_import():
+    from slidesparse.gemm.base import GemmBackend
+
+    class Base(GemmBackend):
+        pass
+
+    with pytest.raises(TypeError, match="must set name='x9'"):
+        gemm.register_backend("x9", sparse=False)(Base)
+    assert "x9" not in gemm.backend_names()
 
 
 def test_unknown_backend_and_dtype_are_user_errors():
