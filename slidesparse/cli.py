@@ -32,6 +32,8 @@ _COMMAND_MODULES = (
     "bench_gemm",
     "bench_e2e",
     "generate",
+    "convert",
+    "accuracy",
     "build_kernels",
     "report",
     "merge",

@@ -29,7 +29,12 @@ def _token_ids(text: str) -> list[int]:
     default="bf16",
     show_default=True,
 )
-@click.option("--dtype", type=click.Choice(["int8", "fp8"]), default="int8", show_default=True)
+@click.option(
+    "--dtype",
+    type=click.Choice(["int8", "fp8"]),
+    default=None,
+    help="Quantized dtype [default: a W8A8 checkpoint's own, else int8].",
+)
 @click.option("--sparsity", default=None, help="2_L for slidesparse; a prune pattern otherwise.")
 @click.option("--prompt", default=None, help="Text (needs a tokenizer in the model folder).")
 @click.option("--tokens", default=None, help="Prompt token ids, e.g. '1 2 3'.")

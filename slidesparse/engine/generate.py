@@ -107,7 +107,7 @@ def build_engine(
     model: str | Path,
     backend: str = "bf16",
     *,
-    dtype: str = "int8",
+    dtype: str | None = None,
     sparsity: str | None = None,
     device: str | None = None,
     max_len: int = 4096,
@@ -135,6 +135,7 @@ def build_engine(
     :mod:`slidesparse.engine.fused` (default: on CUDA; on a CPU only under the interpreter).
     """
     cfg, folder = resolve_config(model)
+    dtype = dtype or checkpoint_dtype(folder) or "int8"
     pattern, prune = _check_backend(backend, dtype, sparsity)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device not in ("cpu", "cuda"):
@@ -223,6 +224,17 @@ def build_engine(
         str(folder) if folder else "random",
     )
     return Engine(net, info, selector, use_graphs=use_graphs and device == "cuda")
+
+
+def checkpoint_dtype(folder: Path | None) -> str | None:
+    """The W8A8 dtype a checkpoint folder is stored in (None: unquantized or no folder)."""
+    if folder is None:
+        return None
+    from slidesparse.engine.checkpoint import read_scheme
+    from slidesparse.engine.config import read_hf_config
+
+    scheme = read_scheme(read_hf_config(folder), str(folder))
+    return scheme.dtype if scheme else None
 
 
 def src_name(folder, cfg: EngineConfig) -> str:

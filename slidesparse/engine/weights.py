@@ -33,6 +33,11 @@ from slidesparse.engine.config import EngineConfig
 FORMAT_VERSION = 1
 LINEARS = ("qkv_proj", "o_proj", "gate_up_proj", "down_proj")
 _FLOAT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
+# Per-module tensors of W8A8 schemes the engine cannot run exactly.
+_REFUSED_TENSORS = (
+    ("input_scale", "static activation scales"),
+    ("weight_zero_point", "asymmetric weights"),
+)
 
 
 # --- sources -------------------------------------------------------------------------------
@@ -42,11 +47,19 @@ class HFWeights:
     """Tensors of a local HF Llama/Qwen2 folder, fused, shape-checked, as bf16 on ``device``."""
 
     def __init__(self, folder: Path, cfg: EngineConfig, device):
+        from slidesparse.engine.checkpoint import read_scheme, slid_tensors
+        from slidesparse.engine.config import read_hf_config
+
         self.folder = Path(folder)
         self.cfg = cfg
         self.device = device
+        hf_cfg = read_hf_config(self.folder)
+        # None: bf16/fp16 linears; else the compressed-tensors W8A8 scheme they are stored in
+        self.scheme = read_scheme(hf_cfg, str(self.folder))
+        self.pruned_to = (hf_cfg.get("slidesparse") or {}).get("pattern")
         self.files = self._shard_map()  # tensor name -> file
         self._open: dict[Path, object] = {}
+        self._slid = slid_tensors(self.folder, device) if self.scheme else {}
 
     def _shard_map(self) -> dict[str, Path]:
         from safetensors import safe_open
@@ -71,20 +84,28 @@ class HFWeights:
             raise UserError(f"{self.folder}: no *.safetensors files")
         out = {}
         for path in files:
-            with safe_open(str(path), framework="pt") as f:
-                out.update({k: path for k in f.keys()})  # noqa: SIM118 - safe_open has no iter
+            try:
+                with safe_open(str(path), framework="pt") as f:
+                    out.update({k: path for k in f.keys()})  # noqa: SIM118 - no iter
+            except Exception as exc:  # truncated, zeroed or not safetensors at all
+                raise UserError(
+                    f"{path}: not a readable safetensors file ({exc}); download it again"
+                ) from None
         return out
 
     def fingerprint(self) -> str:
         """Files, sizes and mtimes: what the prepared-weight cache key depends on."""
         parts = []
-        for path in [*sorted(set(self.files.values())), self.folder / "config.json"]:
+        from slidesparse.engine.checkpoint import SLID_FILE
+
+        extra = [self.folder / SLID_FILE] if self._slid else []
+        for path in [*sorted(set(self.files.values())), self.folder / "config.json", *extra]:
             st = path.stat()
             parts.append(f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}")
         return "|".join(parts)
 
-    def get(self, name: str, shape: tuple[int, ...]) -> torch.Tensor:
-        """Tensor ``name`` as bf16 on the device; UserError if absent or the wrong shape."""
+    def tensor(self, name: str, shape: tuple[int, ...] | None = None) -> torch.Tensor:
+        """Tensor ``name`` as stored (CPU); UserError if absent or not ``shape``."""
         from safetensors import safe_open
 
         path = self.files.get(name)
@@ -92,13 +113,26 @@ class HFWeights:
             raise UserError(f"{self.folder}: tensor {name} is missing from the safetensors files")
         f = self._open.get(path)
         if f is None:
-            f = self._open[path] = safe_open(str(path), framework="pt")
-        t = f.get_tensor(name)
-        if tuple(t.shape) != tuple(shape):
+            try:
+                f = self._open[path] = safe_open(str(path), framework="pt")
+            except Exception as exc:  # a truncated or foreign file: name it
+                raise UserError(
+                    f"{path}: not a readable safetensors file ({exc}); download it again"
+                ) from None
+        try:
+            t = f.get_tensor(name)
+        except Exception as exc:
+            raise UserError(f"{path}: tensor {name} is unreadable ({exc})") from None
+        if shape is not None and tuple(t.shape) != tuple(shape):
             raise UserError(
                 f"{self.folder}: tensor {name} has shape {tuple(t.shape)}, the "
                 f"config says {tuple(shape)}"
             )
+        return t
+
+    def get(self, name: str, shape: tuple[int, ...]) -> torch.Tensor:
+        """Tensor ``name`` as bf16 on the device; UserError if absent or the wrong shape."""
+        t = self.tensor(name, shape)
         if t.dtype not in _FLOAT_DTYPES:
             raise UserError(
                 f"{self.folder}: tensor {name} is {t.dtype}; the engine reads "
@@ -122,37 +156,66 @@ class HFWeights:
             return None
         return self.get("lm_head.weight", (c.vocab_size, c.hidden))
 
-    def layer(self, i: int) -> dict[str, torch.Tensor | None]:
-        """Layer ``i``: norms, fused linear weights [N, K] and the qkv bias (or None)."""
+    def linear(self, modules: list[tuple[str, tuple[int, int]]]):
+        """The fused weight of ``modules`` [(name, (N, K))], concatenated along N: bf16
+        [sum N, K], or for a W8A8 checkpoint a :class:`~slidesparse.engine.checkpoint.Quantized`
+        whose per-channel scales (and slid weights, where stored) are concatenated alike."""
+        if self.scheme is None:
+            return torch.cat([self.get(f"{m}.weight", shape) for m, shape in modules])
+        from slidesparse.engine.checkpoint import QDTYPE_OF, Quantized
+
+        qdtype = QDTYPE_OF[self.scheme.dtype]
+        qs, scales, slids = [], [], []
+        for m, shape in modules:
+            for extra, what in _REFUSED_TENSORS:
+                if self.has(f"{m}.{extra}"):
+                    raise UserError(f"{self.folder}: {m}.{extra}: {what} are not supported")
+            q = self.tensor(f"{m}.weight", shape)
+            if q.dtype != qdtype:
+                raise UserError(
+                    f"{self.folder}: {m}.weight is {q.dtype}; the config says "
+                    f"{self.scheme.dtype} W8A8"
+                )
+            scale = self.tensor(f"{m}.weight_scale", None)
+            if scale.numel() != shape[0] or not scale.is_floating_point():
+                raise UserError(
+                    f"{self.folder}: {m}.weight_scale has {scale.numel()} {scale.dtype} "
+                    f"values for {shape[0]} output channels; W8A8 needs one float per channel"
+                )
+            qs.append(q.to(self.device))
+            scales.append(scale.float().reshape(-1).to(self.device))
+            slids.append(self._slid.get(f"{m}.weight_slid"))
+        slid = torch.cat(slids) if slids and all(t is not None for t in slids) else None
+        return Quantized(
+            torch.cat(qs), torch.cat(scales), slid, self.pruned_to if slid is not None else None
+        )
+
+    def layer(self, i: int) -> dict:
+        """Layer ``i``: norms, fused linear weights [N, K] (bf16, or
+        :class:`~slidesparse.engine.checkpoint.Quantized`) and the qkv bias (or None)."""
         c = self.cfg
         p = f"model.layers.{i}."
         q, kv, h, inter = c.q_size, c.kv_size, c.hidden, c.intermediate
+        attn, mlp = p + "self_attn.", p + "mlp."
         out = {
             "input_layernorm": self.get(p + "input_layernorm.weight", (h,)),
             "post_attention_layernorm": self.get(p + "post_attention_layernorm.weight", (h,)),
-            "qkv_proj": torch.cat(
-                [
-                    self.get(p + "self_attn.q_proj.weight", (q, h)),
-                    self.get(p + "self_attn.k_proj.weight", (kv, h)),
-                    self.get(p + "self_attn.v_proj.weight", (kv, h)),
-                ]
+            "qkv_proj": self.linear(
+                [(attn + "q_proj", (q, h)), (attn + "k_proj", (kv, h)), (attn + "v_proj", (kv, h))]
             ),
-            "o_proj": self.get(p + "self_attn.o_proj.weight", (h, q)),
-            "gate_up_proj": torch.cat(
-                [
-                    self.get(p + "mlp.gate_proj.weight", (inter, h)),
-                    self.get(p + "mlp.up_proj.weight", (inter, h)),
-                ]
+            "o_proj": self.linear([(attn + "o_proj", (h, q))]),
+            "gate_up_proj": self.linear(
+                [(mlp + "gate_proj", (inter, h)), (mlp + "up_proj", (inter, h))]
             ),
-            "down_proj": self.get(p + "mlp.down_proj.weight", (h, inter)),
+            "down_proj": self.linear([(mlp + "down_proj", (h, inter))]),
             "qkv_bias": None,
         }
         if c.qkv_bias:
             out["qkv_bias"] = torch.cat(
                 [
-                    self.get(p + "self_attn.q_proj.bias", (q,)),
-                    self.get(p + "self_attn.k_proj.bias", (kv,)),
-                    self.get(p + "self_attn.v_proj.bias", (kv,)),
+                    self.get(attn + "q_proj.bias", (q,)),
+                    self.get(attn + "k_proj.bias", (kv,)),
+                    self.get(attn + "v_proj.bias", (kv,)),
                 ]
             )
         return out
@@ -235,23 +298,52 @@ def prune_or_check(w: torch.Tensor, plan: LinearPlan, name: str) -> torch.Tensor
     return sparsity.prune(w, plan.prune, method="magnitude")
 
 
-def convert_linear(w: torch.Tensor, plan: LinearPlan, name: str) -> dict[str, torch.Tensor]:
-    """One bf16 weight [N, K] -> the tensors its backend keeps: ``weight`` (+ ``w_scale``)."""
-    from slidesparse.core import sparsity
-    from slidesparse.engine.algos import ENGINE_A_LAYOUT
+def convert_linear(w, plan: LinearPlan, name: str) -> dict[str, torch.Tensor]:
+    """One weight -> the tensors its backend keeps: ``weight`` (+ ``w_scale``).
+
+    ``w`` is bf16 [N, K], or a checkpoint's already quantized
+    :class:`~slidesparse.engine.checkpoint.Quantized`: then its values and scales are kept
+    as they are (pruning zeroes quantized values; a per-channel scale does not change which
+    are smallest), and stored slid weights of the same pattern skip the slide."""
+    from slidesparse.engine.checkpoint import Quantized
     from slidesparse.engine.linear import quantize_weight
-    from slidesparse.kernels import numerics
 
     if plan.backend == "bf16":
-        return {"weight": prune_or_check(w, plan, name)}
+        bf16 = w.dequantize() if isinstance(w, Quantized) else w
+        return {"weight": prune_or_check(bf16, plan, name)}
+    if isinstance(w, Quantized):
+        if w.q.dtype != plan.qdtype:
+            have = "INT8" if w.q.dtype == torch.int8 else "FP8"
+            raise UserError(
+                f"{name} is a {have} W8A8 checkpoint; run it with --dtype {have.lower()}"
+            )
+        slid = w.slid if w.pattern == plan.pattern and w.pattern is not None else None
+        if slid is not None and plan.prune not in (None, "dense"):
+            # Stored slid weights are only valid for the pruned values they came from.
+            prune_or_check(w.q, LinearPlan(**{**plan.__dict__, "require_pruned": True}), name)
+            return pack_linear(w.q, w.scale, plan, slid)
+        return pack_linear(prune_or_check(w.q, plan, name), w.scale, plan)
     q, scale = quantize_weight(prune_or_check(w, plan, name), plan.qdtype)  # [N, K], [N]
+    return pack_linear(q, scale, plan)
+
+
+def pack_linear(q: torch.Tensor, scale: torch.Tensor, plan: LinearPlan, slid=None) -> dict:
+    """Quantized q [N, K] (pruned as ``plan`` asks) and its scale [N] -> the backend's form:
+    K padded for w8a8; slid (or the given ``slid`` [N, K_slide]) and compressed for
+    slidesparse."""
+    from slidesparse.core import sparsity
+    from slidesparse.engine.algos import ENGINE_A_LAYOUT
+    from slidesparse.kernels import numerics
+
     N, K = q.shape
     if plan.backend == "w8a8":
         k_pad = numerics.ceil_to(K, numerics.K_ALIGN)  # quant_only pads K to 32
         if k_pad != K:
             q = torch.cat([q, q.new_zeros((N, k_pad - K))], dim=1)
         return {"weight": q.contiguous(), "w_scale": scale}
-    slid = sparsity.slide_weight(q, plan.pattern).contiguous()  # [N, K_slide], 2:4
+    if slid is None:
+        slid = sparsity.slide_weight(q, plan.pattern)
+    slid = slid.contiguous()  # [N, K_slide], 2:4
     if plan.kind == "cusparselt":
         from slidesparse.native import ops
 

@@ -16,7 +16,7 @@ from slidesparse.core.atomic import atomic_write_text
 from slidesparse.core.errors import UserError
 from slidesparse.report import failures, frames
 from slidesparse.report.e2e import e2e_context
-from slidesparse.report.render import _E2E, LANGS, render
+from slidesparse.report.render import _MODEL_LEVEL, LANGS, render
 from slidesparse.report.sections import (
     cross_context,
     failure_details,
@@ -84,8 +84,8 @@ def build_reports(
         rows, tc = frame[frame["gpu_tag"] == tag], cells[cells["gpu_tag"] == tag]
         for kind in ("kernel", "e2e"):
             is_e2e = kind == "e2e"
-            kind_rows = rows[rows["task"].isin(_E2E) == is_e2e]
-            kind_cells = tc[tc["task"].isin(_E2E) == is_e2e]
+            kind_rows = rows[rows["task"].isin(_MODEL_LEVEL) == is_e2e]
+            kind_cells = tc[tc["task"].isin(_MODEL_LEVEL) == is_e2e]
             if kind_cells.empty:
                 continue
             stem = f"{tag}.{kind}"
@@ -103,7 +103,7 @@ def build_reports(
             }
             cpu = ctx["h"]["cpu"]
             if is_e2e:  # beside the kernel-level totals of the same GPU
-                kernel = tc[~tc["task"].isin(_E2E)]
+                kernel = tc[~tc["task"].isin(_MODEL_LEVEL)]
                 ctx.update(e2e_context(kind_cells, out, stem, plots, cpu, kernel))
             else:
                 ctx.update(kernel_context(kind_cells, out, stem, plots, cpu))

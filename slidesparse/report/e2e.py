@@ -83,6 +83,7 @@ def e2e_context(
         "suspect": int(sp["suspect"].sum()),
         "conclusions": conclusions,
         "survival": survival(sp, cells, kernel_cells),
+        "accuracy": accuracy(cells),
     }
 
 
@@ -161,3 +162,58 @@ def survival(
 
 def _pct(v) -> str:
     return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.0%}"
+
+
+def accuracy(cells: pd.DataFrame) -> list[dict]:
+    """Per (model, dtype, text, window): perplexity per pattern, its ratio to dense, and the
+    slid engine's agreement with the pruned one; plus the paper's claim (6:8 keeps far more
+    quality than 2:4) checked where both patterns ran."""
+    ok = cells[(cells["task"] == "accuracy") & (cells["status"] == "ok")]
+    if ok.empty:
+        return []
+    recs = []
+    for r in ok.itertuples():
+        try:
+            x = json.loads(r.extra) if isinstance(r.extra, str) else {}
+        except ValueError:
+            x = {}
+        if isinstance(x.get("perplexity"), int | float):
+            recs.append((r, x))
+    groups: dict[tuple, list] = {}
+    for r, x in recs:
+        key = (r.model, r.dtype, x.get("text", "?"), x.get("window"))
+        groups.setdefault(key, []).append((r, x))
+    out = []
+    for (model, dtype, text, window), items in sorted(groups.items(), key=str):
+        by_p = {r.sparsity: x for r, x in items}
+        base = by_p.get("dense", {}).get("perplexity")
+        rows, ratio = [], {}
+        for p in frames.order_patterns(by_p):
+            x = by_p[p]
+            ratio[p] = x["perplexity"] / base if base else math.nan
+            agree = x.get("greedy_agree")
+            rows.append(
+                [
+                    p,
+                    f"{x['perplexity']:.3f}",
+                    _num(ratio[p], 3),
+                    "-" if x.get("max_abs_dlogit") is None else f"{x['max_abs_dlogit']:.3g}",
+                    "-" if agree is None else f"{agree:.0%} ({x.get('greedy_tokens')})",
+                ]
+            )
+        claim = None
+        if "2_4" in ratio and "2_8" in ratio and base:
+            claim = {"r24": _num(ratio["2_4"], 3), "r28": _num(ratio["2_8"], 3)}
+            claim["holds"] = bool(ratio["2_8"] < ratio["2_4"])
+        out.append(
+            {
+                "model": model,
+                "dtype": dtype,
+                "text": text,
+                "window": window,
+                "tokens": int(items[0][0].M) if items[0][0].M is not None else None,
+                "rows": rows,
+                "claim": claim,
+            }
+        )
+    return out

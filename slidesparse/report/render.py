@@ -17,6 +17,8 @@ from slidesparse.report import frames
 
 LANGS = ("en", "zh")
 _E2E = ("e2e-prefill", "e2e-decode")
+# Tasks of the model-level (end-to-end) report: throughput and accuracy.
+_MODEL_LEVEL = (*_E2E, "accuracy")
 _MAX_LISTED = 20  # failing cells listed per failure group; the rest are counted
 _MAX_REASONS = 2  # skip reasons named per summary row; the rest are counted
 _MAX_TEXT = 90  # characters of an error message quoted in a table cell

@@ -156,9 +156,12 @@ def worker_slots(plan: Plan, options: RunOptions) -> list[str | None]:
     return gpu_slots(options.gpus, m.has_gpu, options.workers, m.gpu_count)
 
 
-def make_plan(preset: str, options: RunOptions, machine: MachineRecord | None = None) -> Plan:
-    """Expand ``preset`` (a name or a path), apply shard, task filter, GPU rules and history."""
-    matrix, source = load_matrix(preset)
+def make_plan(
+    preset: str, options: RunOptions, machine: MachineRecord | None = None, matrix=None
+) -> Plan:
+    """Expand ``preset`` (a name or a path; or, with ``matrix``, only its label), apply
+    shard, task filter, GPU rules and history."""
+    matrix, source = (matrix, preset) if matrix is not None else load_matrix(preset)
     cells = expand(matrix)
     if options.tasks:
         unknown = sorted(set(options.tasks) - set(task_names()))

@@ -114,3 +114,42 @@ def write_tiny(
         wmap.update({n: fname for n in part})
     (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": wmap}))
     return folder
+
+
+def write_tokenizer(folder: Path, vocab: int = VOCAB) -> Path:
+    """A word-level ``tokenizer.json`` trained offline on the shipped text (ids < ``vocab``)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    from slidesparse.engine.accuracy import read_text
+
+    tok = Tokenizer(models.WordLevel(unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    trainer = trainers.WordLevelTrainer(vocab_size=vocab, special_tokens=["[UNK]"])
+    tok.train_from_iterator([read_text(None)[0]], trainer)
+    tok.save(str(Path(folder) / "tokenizer.json"))
+    return Path(folder)
+
+
+def write_w8a8(folder: Path, family: str, dtype: str, *, seed: int = 0, extra=None) -> Path:
+    """The tiny checkpoint in the compressed-tensors W8A8 layout, with the real key names
+    (``<module>.weight`` quantized per channel, ``<module>.weight_scale`` [N, 1])."""
+    from safetensors.torch import save_file
+
+    from slidesparse.engine.checkpoint import QDTYPE_OF, quantization_config
+    from slidesparse.engine.linear import quantize_weight
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    cfg = {**hf_config(family), "quantization_config": quantization_config(dtype)}
+    (folder / "config.json").write_text(json.dumps(cfg))
+    out = {}
+    for name, t in hf_tensors(family, seed).items():
+        if name.startswith("model.layers.") and name.endswith("_proj.weight"):
+            q, scale = quantize_weight(t, QDTYPE_OF[dtype])
+            out[name] = q
+            out[name.removesuffix("weight") + "weight_scale"] = scale.reshape(-1, 1)
+        else:
+            out[name] = t
+    out.update(extra or {})
+    save_file(out, str(folder / "model.safetensors"))
+    return folder
