@@ -383,6 +383,20 @@ def _skip_reason(p: Mapping[str, Any], has_gpu: bool) -> str | None:
     return None
 
 
+# plan's cost model for a machine with no history: seconds per cell (search + timing), from
+# the median cells of the smoke preset on an H200; cpu-ref scales with the multiply-adds.
+_COST_S = {"cublaslt": 2.0, "cusparselt": 2.0, "torch-builtin": 0.5, "torch-cslt": 30.0}
+
+
+def _cost(p: Mapping[str, Any]) -> tuple[float, float]:
+    backend = p.get("backend") or "cublaslt"
+    if backend == "cpu-ref":
+        macs = float(p.get("M") or 1) * float(p.get("N") or p.get("M") or 1)
+        macs *= float(p.get("K") or p.get("M") or 1)
+        return 0.2, 0.5 + macs / 2e9
+    return 0.5, _COST_S.get(backend, 2.0)
+
+
 @register_task(
     "kernel-gemm",
     axes=GemmAxes,
@@ -392,6 +406,7 @@ def _skip_reason(p: Mapping[str, Any], has_gpu: bool) -> str | None:
     operand=lambda p: (p["dtype"], p.get("sparsity") not in (None, "dense")),
     memory_bytes=_memory_bytes,
     skip_reason=_skip_reason,
+    cost=_cost,
 )
 def run(params: Mapping[str, Any], ctx: TaskContext) -> list[dict]:
     """Check and time the cell's GEMM(s); one row per layer (plus the model total)."""

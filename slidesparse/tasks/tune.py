@@ -19,7 +19,13 @@ class TuneAxes(QuantAxes):
 
 
 @register_task(
-    "tune", axes=TuneAxes, default_timeout_s=900, needs_gpu=True, mode="tune", operand=quant_operand
+    "tune",
+    axes=TuneAxes,
+    default_timeout_s=900,
+    needs_gpu=True,
+    mode="tune",
+    operand=quant_operand,
+    cost=lambda p: (0.0, 60.0),  # plan's cost model: a config sweep of one case
 )
 def run(params: Mapping[str, Any], ctx: TaskContext) -> list[dict]:
     """Tune the case, save the record, return one row describing it."""
