@@ -23,6 +23,7 @@ _COMMAND_MODULES = (
     "patterns",
     "verify",
     "run_matrix",
+    "submit",
     "plan",
     "results",
     "bench",
