@@ -27,10 +27,17 @@ def print_plan(plan, n_workers: int) -> None:
         "  (run: will run; skip: recorded skipped by the GPU rules; done/failed/skipped: "
         "latest stored row, kept)"
     )
-    seconds, unknown, modelled = plan.estimate(n_workers)
+    seconds, unknown, modelled, model_s = plan.estimate(n_workers)
     n_run = len(plan.to_run())
     if n_run and unknown < n_run:
-        notes = [f"{modelled} cells from the cost model"] if modelled else []
+        # The cost model is calibrated on one GPU (an H200): state how far it may be off.
+        span = (
+            f", good to about 2x: {fmt_seconds(seconds - model_s / 2)}-"
+            f"{fmt_seconds(seconds + model_s)}"
+            if modelled
+            else ""
+        )
+        notes = [f"{modelled} cells from the cost model{span}"] if modelled else []
         notes += [f"+{unknown} cells without earlier timings or a model"] if unknown else []
         note = f" ({'; '.join(notes)})" if notes else ""
         click.echo(f"estimated time: {fmt_seconds(seconds)} on {n_workers} worker(s){note}")

@@ -109,13 +109,14 @@ class Plan:
             out.setdefault(p.cell.task, Counter())[state] += 1
         return out
 
-    def estimate(self, n_workers: int) -> tuple[float, int, int]:
+    def estimate(self, n_workers: int) -> tuple[float, int, int, float]:
         """Estimated seconds for the cells to run (over ``n_workers``), how many cells have
-        neither history nor a cost model, and how many were estimated by their task's model.
+        neither history nor a cost model, how many were estimated by their task's model, and
+        the seconds of the estimate that come from the model.
 
         A cell's earlier median (task[/backend]) wins; otherwise its task's cost model,
         whose setup time is counted once per setup key."""
-        total, unknown, modelled = 0.0, 0, 0
+        total, unknown, modelled, model_s = 0.0, 0, 0, 0.0
         setups: dict[str, float] = {}
         for cell in self.to_run():
             est = estimate_seconds(self.durations, cell)
@@ -129,9 +130,11 @@ class Plan:
                 continue
             setup, seconds = model
             setups[f"{cell.task}:{task.setup_key(cell.params)}"] = setup
-            total += seconds
+            model_s += seconds
             modelled += 1
-        return (total + sum(setups.values())) / max(n_workers, 1), unknown, modelled
+        model_s += sum(setups.values())
+        n = max(n_workers, 1)
+        return (total + model_s) / n, unknown, modelled, model_s / n
 
 
 def _history(store: Store, tag: str) -> tuple[dict[str, str], dict[str, float]]:

@@ -179,3 +179,33 @@ def test_make_case_rejects_bad_input():
         bench.make_case("quant_slide", 16, 16, "bf16", "int8")
     with pytest.raises(UserError, match="accumulator"):
         bench.make_case("dequant_bias", 16, 16, "int8", "bf16")
+
+
+def test_figures_that_break_a_bound_are_flagged_not_reported():
+    from rich.console import Console
+
+    from slidesparse.kernels.bench import flag_bounds, format_table
+
+    def row(kernel, ratio=None, pct=90.0):
+        extra = {"copy_gbps": 4000.0, "pct_of_copy": pct}
+        if ratio is not None:
+            extra.update(ratio_vs_quant_only=ratio, ideal_ratio=1.17)
+        return {
+            "kernel": kernel, "sparsity": "2_8", "dtype": "bf16", "out_dtype": "int8",
+            "M": 16384, "K": 3584, "latency_us": 10.0, "latency_p25_us": 9.0,
+            "latency_p75_us": 11.0, "gbps": 3600.0, "correct": True, "extra": extra,
+        }  # fmt: skip
+
+    good, slow_base, too_fast = (
+        row("quant_slide", 1.15),
+        row("quant_slide", 0.55),
+        row("quant_only", pct=140.0),
+    )
+    assert flag_bounds(good) == [] and "suspect" not in good["extra"]
+    assert "moves more bytes" in flag_bounds(slow_base)[0]
+    assert "copy bandwidth" in flag_bounds(too_fast)[0]
+    console = Console(width=300, record=True)
+    console.print(format_table([good, slow_base, too_fast]))
+    text = console.export_text()
+    assert "(0.55)†" in text and "(140%)†" in text and "1.15 " in text
+    assert "2 row(s) break a physical bound" in text
