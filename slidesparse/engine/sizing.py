@@ -21,10 +21,11 @@ allocates (the activation term was checked against peaks measured on an H200):
 * a fixed reserve (CUDA context, library workspaces) from the rules file.
 
 **Time** (:func:`engine_cost_s`) is ``plan``'s estimate for a GPU with no history: GEMM work
-at a modest effective rate (``_OPS_PER_S``: well below a datacenter GPU's peak, so a
-consumer card is not badly underestimated), decode steps at a modest weight-streaming rate,
-times the number of steps a cell runs (warm-up, repeats, the time split), plus the
-algorithm searches a new M needs. Earlier runs' medians replace it (``plan`` says which).
+at a modest effective rate (``_OPS_PER_S``: below a datacenter GPU's, so a smaller card is
+not badly underestimated), decode steps at a modest weight-streaming rate, times the number
+of steps a cell runs (warm-up, repeats, the time split), plus the algorithm searches a new M
+needs. On the H200 it gave 219 s for 46 Qwen2.5-7B cells that took 128 s. Earlier runs'
+medians replace it (``plan`` says which).
 """
 
 from __future__ import annotations
@@ -92,12 +93,12 @@ def engine_bytes(
     return weights + kv + max(run, setup) + reserve
 
 
-_OPS_PER_S = {"int8": 300e12, "fp8": 300e12, "bf16": 150e12}
-_STREAM_BYTES_PER_S = 1.5e12
+_OPS_PER_S = {"int8": 600e12, "fp8": 600e12, "bf16": 300e12}
+_STREAM_BYTES_PER_S = 3e12
 _STEP_FLOOR_S = 0.5e-3  # launch and small-kernel floor of one decode step
 _PREFILL_STEPS = 15  # warm-up 2 + repeats 5 + in-step split 5 + linears alone and attention
 _DECODE_REQUESTS = 4  # warm-up 1 + repeats 3 whole requests
-_SEARCH_S = 8.0  # the four layers' GEMM algorithm search at a new M (quantized engines)
+_SEARCH_S = 3.0  # the four layers' GEMM algorithm search at a new M (quantized engines)
 _CELL_OVERHEAD_S = 3.0  # graph capture, Triton launches, row bookkeeping
 
 

@@ -117,7 +117,9 @@ def _engine(params: Mapping[str, Any], ctx: TaskContext):
     held = ctx.memo.get(_MEMO)
     if held is not None and held[0] == key:
         return held[1]
-    ctx.memo.pop(_MEMO, None)
+    # A new engine needs the device memory the prediction gave it: drop whatever this worker
+    # holds for other setups (a previous engine, kernel cells' prepared weights and buffers).
+    ctx.memo.clear()
     held = None
     gc.collect()
     if ctx.device == "cuda":
