@@ -97,7 +97,9 @@ def run(params: Mapping[str, Any], ctx: TaskContext) -> list[dict]:
     }
     row = {
         "mode": "accuracy",
-        "model": ref.info.model,
+        # the cell's own model value (the folder's path), so a failed and a measured row of
+        # this cell share their identity
+        "model": params["model"],
         "backend": "engine",
         "kernel": f"slidesparse-engine {__version__}",
         "dtype": dtype,

@@ -26,14 +26,15 @@ from __future__ import annotations
 
 import gc
 from collections.abc import Iterator, Mapping
-from typing import Any, Literal
+from pathlib import Path
+from typing import Annotated, Any, Literal
 
-from pydantic import PositiveInt
+from pydantic import BeforeValidator, PositiveInt
 
 from slidesparse.core.errors import Unsupported
 from slidesparse.engine.sizing import DECODE_NEW
 from slidesparse.tasks import TaskContext, register_task
-from slidesparse.tasks.axes import Axes, ModelName, Sparsity, axis, product
+from slidesparse.tasks.axes import Axes, Sparsity, axis, product
 
 BACKENDS = ("engine", "cutlass")
 E2E_DTYPES = ("int8", "fp8", "bf16")
@@ -41,6 +42,34 @@ E2E_DTYPES = ("int8", "fp8", "bf16")
 # 256 tokens, so fewer repeats give the same confidence.
 _TIMING = {"prefill": dict(repeats=5, warmup=2), "decode": dict(repeats=3, warmup=1)}
 _MEMO = "e2e.engine"
+
+
+def _model(value: Any) -> str:
+    """A built-in model name, or a local checkpoint folder (kept as its absolute path)."""
+    from slidesparse.core.models import MODELS
+
+    if isinstance(value, str) and value in MODELS:
+        return value
+    if isinstance(value, str) and (Path(value) / "config.json").is_file():
+        return str(Path(value).resolve())
+    raise ValueError(
+        f"model {value!r} is neither a built-in model ({', '.join(MODELS)}) nor a folder "
+        "with config.json"
+    )
+
+
+EngineModel = Annotated[str, BeforeValidator(_model)]
+
+
+def model_spec(model: str):
+    """The shapes of a cell's model: the registry's, or a checkpoint folder's config.json."""
+    from slidesparse.core.models import MODELS, get_model
+
+    if model in MODELS:
+        return get_model(model)
+    from slidesparse.engine.config import resolve_config
+
+    return resolve_config(model)[0].spec
 
 
 def linear_backend(dtype: str, sparsity: str) -> str:
@@ -56,7 +85,7 @@ class E2EAxes(Axes):
     Kept combinations: ``engine`` with int8/fp8 at any pattern and bf16 dense;
     ``cutlass`` (vLLM) with int8/fp8 dense only."""
 
-    model: axis(ModelName)
+    model: axis(EngineModel)
     dtype: axis(Literal[E2E_DTYPES])  # type: ignore[valid-type]
     backend: axis(Literal[BACKENDS])  # type: ignore[valid-type]
     sparsity: axis(Sparsity)
@@ -80,22 +109,20 @@ class E2EAxes(Axes):
 
 def memory_bytes(p: Mapping[str, Any], rules, phase: str) -> float:
     """Predicted peak device bytes of the cell (:func:`slidesparse.engine.sizing.engine_bytes`)."""
-    from slidesparse.core.models import get_model
     from slidesparse.engine.sizing import engine_bytes
 
-    spec = get_model(p["model"])
+    spec = model_spec(p["model"])
     sparsity = p.get("sparsity", "dense")
     return engine_bytes(spec, p["dtype"], sparsity, phase, int(p["M"]), rules.e2e.reserve_bytes)
 
 
 def cost(p: Mapping[str, Any], phase: str) -> tuple[float, float] | None:
     """``plan``'s modelled (setup, cell) seconds of an engine cell; None for vLLM cells."""
-    from slidesparse.core.models import get_model
     from slidesparse.engine.sizing import engine_cost_s
 
     if p.get("backend") != "engine":
         return None
-    spec = get_model(p["model"])
+    spec = model_spec(p["model"])
     return engine_cost_s(spec, p["dtype"], p.get("sparsity", "dense"), phase, int(p["M"]))
 
 
@@ -212,7 +239,9 @@ def _run(phase: str, params: Mapping[str, Any], ctx: TaskContext) -> list[dict]:
         # engine (quant kernels in Triton's interpreter) measures nothing worth a row.
         raise Unsupported("no CUDA device")
     row = engine_row(_engine(params, ctx), phase, int(params["M"]), ctx.device)
-    return [{**row, "dtype": params["dtype"], "sparsity": params.get("sparsity", "dense")}]
+    # The cell's own model value (a folder's path), so its rows share the cell's identity.
+    cell = {"model": params["model"], "dtype": params["dtype"]}
+    return [{**row, **cell, "sparsity": params.get("sparsity", "dense")}]
 
 
 _META = dict(

@@ -96,7 +96,8 @@ def run_cell(phase: str, params: Mapping[str, Any], ctx: TaskContext) -> list[di
     if ctx.device != "cuda":
         raise Unsupported("no CUDA device")
     model, dtype, M = params["model"], params["dtype"], int(params["M"])
-    checkpoint = _CHECKPOINTS.get((model, dtype))
+    # A local folder (a compressed-tensors W8A8 checkpoint) is served as it is.
+    checkpoint = model if Path(model).is_dir() else _CHECKPOINTS.get((model, dtype))
     if checkpoint is None:
         raise Unsupported(f"no public {dtype} checkpoint of {model} for end-to-end runs")
     env = dict(os.environ)

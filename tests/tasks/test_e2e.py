@@ -136,3 +136,43 @@ def test_plan_estimates_a_fresh_gpu_from_the_cost_model(tmp_path, monkeypatch, c
         r"\(4 cells from the cost model, good to about 2x: \S+-\S+; \+2 cells without", line
     ), line
     assert not (tmp_path / "results").exists()  # plan only reads
+
+
+def test_a_checkpoint_folder_is_a_model_of_the_e2e_cells(tmp_path):
+    from slidesparse.run.rules import load_rules, predicted_bytes
+
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    cfg = {
+        "architectures": ["LlamaForCausalLM"], "hidden_size": 2048, "intermediate_size": 8192,
+        "num_hidden_layers": 16, "num_attention_heads": 32, "num_key_value_heads": 8,
+        "vocab_size": 128256, "tie_word_embeddings": True,
+    }  # fmt: skip
+    (folder / "config.json").write_text(json.dumps(cfg))
+    cells = _cells(
+        f"""
+        blocks:
+          - task: e2e-prefill
+            axes: {{model: [{folder}, Llama3.2-1B], dtype: int8, backend: engine,
+                    sparsity: 2_8, M: 4096}}
+        """
+    )
+    by_model = {c.params["model"]: c for c in cells}
+    assert str(folder.resolve()) in by_model  # kept as an absolute path
+    rules = load_rules()
+    # the folder has Llama3.2-1B's shapes: the same memory and cost predictions
+    a, b = by_model[str(folder.resolve())], by_model["Llama3.2-1B"]
+    assert predicted_bytes(a, rules) == predicted_bytes(b, rules)
+    spec = get_task("e2e-prefill")
+    assert spec.cost(a.params) == spec.cost(b.params)
+    from slidesparse.core.errors import UserError
+
+    with pytest.raises(UserError, match="neither a built-in model"):
+        _cells(
+            """
+            blocks:
+              - task: e2e-decode
+                axes: {model: /no/such/folder, dtype: int8, backend: engine,
+                       sparsity: dense, M: 64}
+            """
+        )
