@@ -53,7 +53,7 @@ def _model(value: Any) -> str:
     if isinstance(value, str) and (Path(value) / "config.json").is_file():
         return str(Path(value).resolve())
     raise ValueError(
-        f"model {value!r} is neither a built-in model ({', '.join(MODELS)}) nor a folder "
+        f"unknown model {value!r}; allowed: {', '.join(MODELS)}, or a checkpoint folder "
         "with config.json"
     )
 

@@ -167,7 +167,7 @@ def test_a_checkpoint_folder_is_a_model_of_the_e2e_cells(tmp_path):
     assert spec.cost(a.params) == spec.cost(b.params)
     from slidesparse.core.errors import UserError
 
-    with pytest.raises(UserError, match="neither a built-in model"):
+    with pytest.raises(UserError, match="unknown model '/no/such/folder'"):
         _cells(
             """
             blocks:
