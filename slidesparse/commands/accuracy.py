@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
@@ -55,36 +54,24 @@ def accuracy_cmd(model, sparsity, dtype, text, window, new_tokens, results, prog
 
 
 def _print(results: Path, tag: str, cell_ids: set[str]) -> None:
+    """This run's cells as the report's accuracy tables (one per model, dtype and text)."""
     from rich.table import Table
 
-    from slidesparse.results.store import Store, latest_per_cell
+    from slidesparse.report.e2e import accuracy
+    from slidesparse.report.frames import plain, resolve_cells
+    from slidesparse.results.store import Store
 
     frame = Store(results).read(tag)
     if frame.empty:
         return
-    rows = latest_per_cell(frame[frame["cell_id"].isin(cell_ids)])
-    rows = rows[rows["status"] == "ok"]
-    extra = [json.loads(e) if isinstance(e, str) else {} for e in rows["extra"]]
-    pairs = list(zip(rows.itertuples(), extra, strict=True))
-    dense = {
-        (r.dtype, x.get("text_sha256"), x.get("window")): x.get("perplexity")
-        for r, x in pairs
-        if r.sparsity == "dense"
-    }
+    cells = resolve_cells(plain(frame[frame["cell_id"].isin(cell_ids)]))
     cols = ("pattern", "perplexity", "x dense", "max |Δlogit| slid vs pruned", "greedy equal")
-    table = Table(*cols, title=f"accuracy on {tag}")
-    for r, x in sorted(pairs, key=lambda t: t[0].sparsity):
-        base = dense.get((r.dtype, x.get("text_sha256"), x.get("window")))
-        ratio = f"{x['perplexity'] / base:.3f}" if base else "-"
-        agree = x.get("greedy_agree")
-        table.add_row(
-            r.sparsity,
-            f"{x['perplexity']:.3f}",
-            ratio,
-            "-" if x.get("max_abs_dlogit") is None else f"{x['max_abs_dlogit']:.4g}",
-            "-" if agree is None else f"{agree:.0%} of {x['greedy_tokens']}",
-        )
-    console().print(table)
+    for group in accuracy(cells):
+        title = f"accuracy on {tag}: {group['model']} {group['dtype']}, {group['text']}"
+        table = Table(*cols, title=title)
+        for row in group["rows"]:
+            table.add_row(*row)
+        console().print(table)
 
 
 commands = [accuracy_cmd]

@@ -54,7 +54,7 @@ def slurm_cmd(preset, shards, gpus_per_task, cpus_per_task, results, partition, 
 @submit.command("k8s")
 @_job_options
 @click.option("--image", required=True, help="The slidesparse image the pods run.")
-@click.option("--claim", required=True, help="PersistentVolumeClaim mounted at /results.")
+@click.option("--claim", required=True, help="PersistentVolumeClaim, mounted at --results.")
 @click.option("--namespace", default=None)
 def k8s_cmd(preset, shards, gpus_per_task, cpus_per_task, results, image, claim,
             namespace) -> None:  # fmt: skip

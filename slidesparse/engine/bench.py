@@ -280,6 +280,7 @@ def measure(
 
 
 def free(device: str) -> None:
+    """Collect garbage and hand cached CUDA blocks back, so the next engine gets them."""
     gc.collect()
     if device == "cuda":
         torch.cuda.empty_cache()

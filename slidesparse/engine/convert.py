@@ -198,9 +198,8 @@ def _convert_tensors(weights, names, pattern, qdtype, device, tmp, store_slid, p
                     out[name] = weights.tensor(name, None)
                     continue
                 module = name.removesuffix(".weight")
-                if weights.scheme:
-                    N, K = weights.tensor(name, None).shape
-                    w = weights.linear([(module, (N, K))])
+                if weights.scheme:  # read once, with its scale and the scheme's checks
+                    w = weights.linear([(module, None)])
                     q, scale = w.q.to(device), w.scale.to(device)
                 else:
                     w = weights.tensor(name, None).to(device, torch.bfloat16)

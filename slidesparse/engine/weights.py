@@ -156,8 +156,8 @@ class HFWeights:
             return None
         return self.get("lm_head.weight", (c.vocab_size, c.hidden))
 
-    def linear(self, modules: list[tuple[str, tuple[int, int]]]):
-        """The fused weight of ``modules`` [(name, (N, K))], concatenated along N: bf16
+    def linear(self, modules: list[tuple[str, tuple[int, int] | None]]):
+        """The fused weight of ``modules`` [(name, (N, K) or None: unchecked)], along N: bf16
         [sum N, K], or for a W8A8 checkpoint a :class:`~slidesparse.engine.checkpoint.Quantized`
         whose per-channel scales (and slid weights, where stored) are concatenated alike."""
         if self.scheme is None:
@@ -177,10 +177,10 @@ class HFWeights:
                     f"{self.scheme.dtype} W8A8"
                 )
             scale = self.tensor(f"{m}.weight_scale", None)
-            if scale.numel() != shape[0] or not scale.is_floating_point():
+            if scale.numel() != q.shape[0] or not scale.is_floating_point():
                 raise UserError(
                     f"{self.folder}: {m}.weight_scale has {scale.numel()} {scale.dtype} "
-                    f"values for {shape[0]} output channels; W8A8 needs one float per channel"
+                    f"values for {q.shape[0]} output channels; W8A8 needs one float per channel"
                 )
             qs.append(q.to(self.device))
             scales.append(scale.float().reshape(-1).to(self.device))

@@ -9,7 +9,6 @@ Speedups never cross stacks.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -95,11 +94,10 @@ def _engine_names(cells: pd.DataFrame, task: str, dtype: str) -> list[str]:
 
 
 def _extra(cells: pd.DataFrame, key: str) -> pd.Series:
+    """The numeric ``extra[key]`` of every row (NaN where absent)."""
+
     def get(text):
-        try:
-            v = json.loads(text).get(key) if isinstance(text, str) else None
-        except (ValueError, AttributeError):
-            return math.nan
+        v = speedups.extra_dict(text).get(key)
         return float(v) if isinstance(v, int | float) else math.nan
 
     return cells["extra"].map(get) if "extra" in cells else pd.Series(math.nan, cells.index)
@@ -173,10 +171,7 @@ def accuracy(cells: pd.DataFrame) -> list[dict]:
         return []
     recs = []
     for r in ok.itertuples():
-        try:
-            x = json.loads(r.extra) if isinstance(r.extra, str) else {}
-        except ValueError:
-            x = {}
+        x = speedups.extra_dict(r.extra)
         if isinstance(x.get("perplexity"), int | float):
             recs.append((r, x))
     groups: dict[tuple, list] = {}

@@ -116,7 +116,8 @@ def efficiencies(speedups: pd.DataFrame, by: list[str]) -> pd.DataFrame:
 _QUANT_EXTRA = ("copy_gbps", "pct_of_copy", "ratio_vs_quant_only", "ideal_ratio")
 
 
-def _extra(text) -> dict:
+def extra_dict(text) -> dict:
+    """A row's ``extra`` JSON as a dict ({} where it is absent, broken or not an object)."""
     if isinstance(text, dict):
         return text
     if not present(text):
@@ -148,7 +149,7 @@ def quant_rows(cells: pd.DataFrame) -> pd.DataFrame:
     f = f[f["latency_us"].notna() & f["kernel"].notna()]
     if f.empty:
         return pd.DataFrame(columns=cols)
-    extra = [_extra(e) for e in (f["extra"] if "extra" in f else [None] * len(f))]
+    extra = [extra_dict(e) for e in (f["extra"] if "extra" in f else [None] * len(f))]
     timer = f["timer"] if "timer" in f else pd.Series([None] * len(f), index=f.index)
     dequant = (f["kernel"] == "dequant_bias").to_numpy()
     out = pd.DataFrame(

@@ -9,7 +9,6 @@ dtype, text and window.
 
 from __future__ import annotations
 
-import gc
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any
@@ -50,14 +49,6 @@ class AccuracyAxes(Axes):
             yield {**p, "text": self.text, "window": self.window, "new_tokens": self.new_tokens}
 
 
-def _free(device: str) -> None:
-    gc.collect()
-    if device == "cuda":
-        import torch
-
-        torch.cuda.empty_cache()
-
-
 @register_task(
     "accuracy",
     axes=AccuracyAxes,
@@ -71,6 +62,7 @@ def run(params: Mapping[str, Any], ctx: TaskContext) -> list[dict]:
     from slidesparse import __version__
     from slidesparse.engine import accuracy as acc
     from slidesparse.engine import build_engine
+    from slidesparse.engine.bench import free
 
     folder = Path(params["model"])
     if not folder.is_dir():
@@ -119,5 +111,5 @@ def run(params: Mapping[str, Any], ctx: TaskContext) -> list[dict]:
         row["correct"] = cmp["greedy_agree"] == 1.0
         del slid
     del ref
-    _free(ctx.device)
+    free(ctx.device)
     return [row]

@@ -24,7 +24,6 @@ decode cells that follow it (they share a setup key); building another frees it 
 
 from __future__ import annotations
 
-import gc
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -32,15 +31,12 @@ from typing import Annotated, Any, Literal
 from pydantic import BeforeValidator, PositiveInt
 
 from slidesparse.core.errors import Unsupported
-from slidesparse.engine.sizing import DECODE_NEW
+from slidesparse.engine.sizing import CELL_TIMING, DECODE_NEW
 from slidesparse.tasks import TaskContext, register_task
 from slidesparse.tasks.axes import Axes, Sparsity, axis, product
 
 BACKENDS = ("engine", "cutlass")
 E2E_DTYPES = ("int8", "fp8", "bf16")
-# Timing per cell: a prefill step is one forward; a decode "step" is a whole request of
-# 256 tokens, so fewer repeats give the same confidence.
-_TIMING = {"prefill": dict(repeats=5, warmup=2), "decode": dict(repeats=3, warmup=1)}
 _MEMO = "e2e.engine"
 
 
@@ -139,6 +135,7 @@ def _operand(p: Mapping[str, Any]) -> tuple[str | None, bool]:
 def _engine(params: Mapping[str, Any], ctx: TaskContext):
     """The worker's engine for the cell's (model, dtype, pattern), built once."""
     from slidesparse.engine import build_engine
+    from slidesparse.engine.bench import free
 
     key = _setup_key(params)
     held = ctx.memo.get(_MEMO)
@@ -147,17 +144,13 @@ def _engine(params: Mapping[str, Any], ctx: TaskContext):
     # A new engine needs the device memory the prediction gave it: drop whatever this worker
     # holds for other setups (a previous engine, kernel cells' prepared weights and buffers).
     ctx.memo.clear()
-    held = None
-    gc.collect()
-    if ctx.device == "cuda":
-        import torch
-
-        torch.cuda.empty_cache()
+    held = None  # our own reference to the old engine, too
+    free(ctx.device)
     dtype, sparsity = params["dtype"], params.get("sparsity", "dense")
     eng = build_engine(
         params["model"],
         linear_backend(dtype, sparsity),
-        dtype="int8" if dtype == "bf16" else dtype,
+        dtype=None if dtype == "bf16" else dtype,
         sparsity=None if sparsity == "dense" else sparsity,
         device=ctx.device,
         tag_cache_dir=ctx.cache_dir,
@@ -180,7 +173,7 @@ def engine_row(eng, phase: str, M: int, device: str, new_tokens: int = DECODE_NE
         device=device,
         decode_steps=new_tokens - 1,
         whole_request=True,
-        **_TIMING[phase],
+        **CELL_TIMING[phase],
     )
     info = eng.info
     step_us = r["step_ms"] * 1e3

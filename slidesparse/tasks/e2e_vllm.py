@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import math
 import os
 import subprocess
 import sys
@@ -22,7 +21,7 @@ from typing import Any
 
 from slidesparse.core.errors import Unsupported
 from slidesparse.core.process import die_with_parent
-from slidesparse.engine.sizing import PREFILL_CHUNK
+from slidesparse.engine.sizing import prefill_shape
 from slidesparse.tasks import TaskContext
 
 # Public W8A8 checkpoints (compressed-tensors) per model and dtype (docs/method.md, "Models").
@@ -47,8 +46,7 @@ def engine_args(phase: str, M: int) -> dict[str, int]:
     max_num_batched_tokens >= max_model_len, so it is raised to that where M is smaller.
     """
     if phase == "prefill":
-        input_len = min(M, PREFILL_CHUNK)
-        max_num_seqs = math.ceil(M / PREFILL_CHUNK)
+        max_num_seqs, input_len = prefill_shape(M)  # the engine's cells use the same split
         args = dict(
             input_len=input_len,
             output_len=1,
