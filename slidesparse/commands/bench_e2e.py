@@ -7,7 +7,9 @@ import json
 import click
 
 from slidesparse.commands.bench import bench
+from slidesparse.commands.options import target_spread_option
 from slidesparse.core.errors import UserError
+from slidesparse.core.timing import DEFAULT_TARGET as TARGET
 
 
 def _csv(text: str) -> tuple[str, ...]:
@@ -36,8 +38,17 @@ def _ms(text: str | None, name: str) -> tuple[int, ...] | None:
 )
 @click.option("--prefill-M", "prefill_Ms", default=None, help="M for prefill only.")
 @click.option("--decode-M", "decode_Ms", default=None, help="M (batch) for decode only.")
-@click.option("--repeats", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option(
+    "--repeats",
+    type=click.IntRange(min=1),
+    default=10,
+    show_default=True,
+    help="Fewest samples per timing.",
+)
 @click.option("--warmup", type=click.IntRange(min=1), default=3, show_default=True)
+@target_spread_option(
+    TARGET, "Relative spread of the median each timing samples until (after --repeats)."
+)
 @click.option("--decode-steps", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--no-bf16", is_flag=True, help="Skip the bf16 engine reference.")
 @click.option("--hf", is_flag=True, help="Also time HF transformers bf16 prefill.")
@@ -45,6 +56,14 @@ def _ms(text: str | None, name: str) -> tuple[int, ...] | None:
     "--no-search",
     is_flag=True,
     help="Do not search GEMM algorithms missing from the cache (use the first vetted candidate).",
+)
+@click.option(
+    "--gemm",
+    "gemms",
+    default="auto",
+    show_default=True,
+    help="Quantized GEMMs, comma-separated, each a full set of rows: auto, cutlass (scales "
+    "fused in the epilogue), csrc (cuBLASLt / cuSPARSELt, then a dequant pass).",
 )
 @click.option("--cache-dir", type=click.Path(), default=None, help="Cache root.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None)
@@ -64,10 +83,12 @@ def bench_e2e(
     decode_Ms,
     repeats,
     warmup,
+    target_spread,
     decode_steps,
     no_bf16,
     hf,
     no_search,
+    gemms,
     cache_dir,
     device,
     json_out,
@@ -85,6 +106,11 @@ def bench_e2e(
     for p in _csv(phases):
         if p not in lib.PHASES:
             raise UserError(f"--phase {p!r} is invalid; valid: {', '.join(lib.PHASES)}")
+    from slidesparse.engine.algos import GEMM_CHOICES
+
+    for g in _csv(gemms):
+        if g not in GEMM_CHOICES:
+            raise UserError(f"--gemm {g!r} is invalid; valid: {', '.join(GEMM_CHOICES)}")
     every = _ms(Ms, "M")
     m_map = {
         "prefill": _ms(prefill_Ms, "prefill-M") or every,
@@ -98,10 +124,12 @@ def bench_e2e(
         Ms=m_map,
         repeats=repeats,
         warmup=warmup,
+        target_spread=target_spread,
         decode_steps=decode_steps,
         bf16=not no_bf16,
         hf=hf,
         search=not no_search,
+        gemms=_csv(gemms),
         cache_dir=cache_dir,
         device=device,
     )

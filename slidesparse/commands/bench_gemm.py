@@ -9,8 +9,9 @@ from pathlib import Path
 import click
 
 from slidesparse.commands.bench import bench
-from slidesparse.commands.options import csv, int_list
+from slidesparse.commands.options import csv, int_list, target_spread_option
 from slidesparse.core.errors import UserError
+from slidesparse.core.timing import DEFAULT_TARGET as TARGET
 
 
 @bench.command("gemm")
@@ -25,8 +26,11 @@ from slidesparse.core.errors import UserError
 @click.option("--sparse-backends", default="cusparselt,torch-cslt", show_default=True)
 @click.option("--cache-dir", type=click.Path(), default=None, help="Search cache root.")
 @click.option("--json-out", type=click.Path(), default=None, help="Write every row as JSON lines.")
+@target_spread_option(
+    TARGET, "Relative spread of the median (and of the speedup) each timing samples until."
+)
 def bench_gemm(model, square, dtypes, Ms, sparsity, dense_backends, sparse_backends, cache_dir,
-               json_out) -> None:  # fmt: skip
+               json_out, target_spread) -> None:  # fmt: skip
     """Dense vs 2_L GEMM latency, speedup, bound and efficiency for one model or square shapes."""
 
     from slidesparse import gemm
@@ -47,7 +51,7 @@ def bench_gemm(model, square, dtypes, Ms, sparsity, dense_backends, sparse_backe
         dense_backends=tuple(csv(dense_backends)),
         sparse_backends=tuple(csv(sparse_backends)),
     )
-    ctx = lib.bench_context(Path(cache_dir) if cache_dir else None)
+    ctx = lib.bench_context(Path(cache_dir) if cache_dir else None, target_spread=target_spread)
     click.echo(f"device={ctx.device} gpu_tag={ctx.gpu_tag} cells={len(plan.cells())}")
     t0 = time.perf_counter()
     rows = lib.run_bench(plan, ctx)

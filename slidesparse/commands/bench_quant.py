@@ -8,8 +8,9 @@ from pathlib import Path
 import click
 
 from slidesparse.commands.bench import bench
-from slidesparse.commands.options import console, csv, int_list
+from slidesparse.commands.options import console, csv, int_list, target_spread_option
 from slidesparse.core.errors import UserError
+from slidesparse.core.timing import DEFAULT_TARGET as TARGET
 
 _TARGET_M = "16384,65536"
 
@@ -39,8 +40,19 @@ def tuning_cache_dir(results: str) -> Path:
 @click.option("--results", default="results", show_default=True, help="Results root (cache).")
 @click.option("--json-out", type=click.Path(dir_okay=False), help="Also write the rows here.")
 @click.option("--no-check", is_flag=True, help="Skip the bit-exact check before timing.")
+@target_spread_option(TARGET, "Relative spread of the median each timing samples until.")
 def bench_quant(
-    m_list, k_list, in_dtype, out_dtypes, sparsity, acc_dtypes, kernels, results, json_out, no_check
+    m_list,
+    k_list,
+    in_dtype,
+    out_dtypes,
+    sparsity,
+    acc_dtypes,
+    kernels,
+    results,
+    json_out,
+    no_check,
+    target_spread,
 ) -> None:
     """Time quant_only, quant_slide and dequant_bias against this GPU's copy bandwidth."""
 
@@ -61,6 +73,7 @@ def bench_quant(
         patterns=patterns,
         acc_dtypes=tuple(csv(acc_dtypes)),
         kernels=tuple(csv(kernels)),
+        target=target_spread,
         check=not no_check,
     )
     console().print(kbench.format_table(rows))

@@ -38,6 +38,18 @@ SPARSITY_OPTION = click.option(
 )
 
 
+def target_spread_option(default: float | None, help: str):
+    """``--target-spread``: the relative spread of the median that every adaptive timing
+    samples until (core/timing.py); 0.01 is ±1% of the median."""
+    return click.option(
+        "--target-spread",
+        type=click.FloatRange(min=0, max=1, min_open=True, max_open=True),
+        default=default,
+        show_default=default is not None,
+        help=help,
+    )
+
+
 def results_option(fn):
     return click.option(
         "--results",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from slidesparse.commands.options import matrix_options, run_options
+from slidesparse.commands.options import matrix_options, run_options, target_spread_option
 from slidesparse.commands.plan import print_plan, print_warnings
 from slidesparse.run.progress import fmt_seconds
 
@@ -18,6 +18,11 @@ from slidesparse.run.progress import fmt_seconds
     type=click.FloatRange(min=0, min_open=True),
     default=None,
     help="Per-cell timeout in seconds for every cell (default: per task).",
+)
+@target_spread_option(
+    None,
+    "Relative spread of the median every timing samples until, for every cell "
+    "(default: the matrix's target_spread, else 0.01).",
 )
 @click.option(
     "--progress",

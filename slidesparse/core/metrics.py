@@ -1,5 +1,6 @@
 """What a speedup means: its ideal bound, % of that bound, efficiency vs 2:4, the suspect flag,
-and which dense result is the baseline.
+whether its interval holds 1.0, a model total's speedup, and which dense result is the
+baseline.
 
 Every place that turns latencies into a speedup (the kernel-gemm task, ``bench gemm``, the
 reports) uses these, so "speedup", "suspect" and "efficiency" mean one thing kit-wide
@@ -7,6 +8,8 @@ reports) uses these, so "speedup", "suspect" and "efficiency" mean one thing kit
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from slidesparse.core.sparsity import ideal_speedup
 
@@ -27,6 +30,21 @@ def ideal(pattern) -> float:
 def speedup(dense_latency: float, sparse_latency: float) -> float:
     """Dense time over sparse time, both measured in the same run on the same GPU."""
     return dense_latency / sparse_latency
+
+
+def total_speedup(dense_latencies: Sequence[float], speedups: Sequence[float]) -> float:
+    """The speedup of a sum of GEMMs (a model total) from each one's dense latency d_i and
+    speedup s_i: sum(d_i) / sum(d_i / s_i).
+
+    It grows with every s_i, so the layers' interval bounds give the total's: the range the
+    total takes while every layer's speedup stays inside its own interval.
+    """
+    return sum(dense_latencies) / sum(d / s for d, s in zip(dense_latencies, speedups, strict=True))
+
+
+def within_noise(lo: float | None, hi: float | None) -> bool:
+    """Whether a speedup's interval [lo, hi] holds 1.0: not distinguishable from no speedup."""
+    return lo is not None and hi is not None and lo <= 1.0 <= hi
 
 
 def pct_of_bound(value: float, pattern) -> float:

@@ -1,35 +1,132 @@
-"""Timing helpers shared by the GEMM backends and the search.
+"""Timing helpers shared by the GEMM backends, the search, the quant kernels and the engine.
 
-CPU: ``time.perf_counter`` around each call. CUDA: a pair of CUDA events around each call,
-with the L2 cache flushed (a write over a buffer larger than L2) before every call, so a
-weight that fits in L2 is not served warm from the previous repeat. Both return every sample;
-:func:`summarize` turns samples into the store's latency columns.
+CPU: a clock (``time.perf_counter`` unless one is injected) around each call. CUDA: a pair
+of CUDA events around each call, with the L2 cache flushed (a write over a buffer larger than
+L2) before every call, so a weight that fits in L2 is not served warm from the previous
+repeat. Every timer returns every sample; :func:`summarize` turns samples into the store's
+latency columns.
+
+Two ways to decide how many samples to take:
+
+* a fixed count (:func:`time_fn`, :func:`repeats_for`): the algorithm searches, which only
+  rank candidates;
+* adaptive (:func:`time_adaptive`, :func:`time_pair`): every measurement a row reports. It
+  samples in batches until the *spread* of the median is at most a target (default
+  :data:`DEFAULT_TARGET`, 1%), after at least ``min_samples`` and for at most ``max_s``
+  seconds; the :class:`Timing` keeps the target, so its spread and whether it was met go
+  into the row.
+
+The spread (:func:`relative_spread`) is the half-width of the distribution-free 95%
+confidence interval of the median, over the median: the interval between two order
+statistics whose ranks come from Binomial(n, 1/2) (:func:`median_ci`). Why this one: it is
+about the median, the figure every row reports; it assumes no distribution (GPU timings are
+skewed, with clock dips and preemption in the tail, so a normal-theory interval would be
+wrong); a few outliers do not widen it; and it shrinks like 1/sqrt(n), so a target is
+reached by sampling more instead of never. A ratio's spread is the same statistic over the
+per-round ratios, so "speedup 1.02, 95% CI 0.99-1.05" is a statement about the median ratio.
+
+:func:`time_pair` times two calls alternately (A, B, A, B, ...): clocks that drift under a
+power cap move both sides alike, and the ratio A/B of each round cancels the drift that a
+dense baseline timed minutes before its sparse partner would carry into the speedup.
 """
 
 from __future__ import annotations
 
+import functools
+import math
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 TIMER_CPU = "perf_counter"
 TIMER_CUDA = "cuda_event_l2flush"
 
+# The spread of the median an adaptive measurement aims for, as a fraction of the median.
+DEFAULT_TARGET = 0.01
+_CONFIDENCE = 0.95
+
 # Bigger than any current GPU's L2 (H100/H200: 50-60 MB, B200: 126 MB).
 _FLUSH_BYTES = 256 * 1024 * 1024
+
+Clock = Callable[[], float]  # seconds, monotonic
+Rounds = list[tuple[float, ...]]  # one sample (µs) per timed call, per round
+
+
+@dataclass(frozen=True)
+class Adaptive:
+    """When an adaptive measurement stops: once the spread of its median is at most
+    ``target`` (with at least ``min_samples`` samples), or once ``max_s`` seconds of
+    sampling are spent, whichever comes first; ``min_samples`` are taken even past the cap."""
+
+    target: float = DEFAULT_TARGET
+    min_samples: int = 10
+    max_s: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not self.target > 0:
+            raise ValueError(f"Adaptive.target must be > 0, got {self.target!r}")
+        if self.min_samples < 1:
+            raise ValueError(f"Adaptive.min_samples must be >= 1, got {self.min_samples!r}")
+        if not self.max_s > 0:
+            raise ValueError(f"Adaptive.max_s must be > 0, got {self.max_s!r}")
 
 
 @dataclass(frozen=True)
 class Timing:
-    """Samples of one timed configuration, in microseconds."""
+    """Samples of one timed configuration, in microseconds, and the spread target they were
+    sampled to (None: a fixed count)."""
 
     samples_us: tuple[float, ...]
     timer: str
+    target: float | None = None
 
     @property
     def median_us(self) -> float:
         return statistics.median(self.samples_us)
+
+    @property
+    def spread(self) -> float:
+        """Relative spread of the median (:func:`relative_spread`)."""
+        return relative_spread(self.samples_us)
+
+    @property
+    def met(self) -> bool | None:
+        """Whether the spread reached the target; None for a fixed-count timing."""
+        return None if self.target is None else self.spread <= self.target
+
+
+@dataclass(frozen=True)
+class Pair:
+    """Two calls timed alternately, and ``ratios`` = A / B of every round: the speedup of B
+    over A (B's speedup over the dense A when A is the dense baseline)."""
+
+    a: Timing
+    b: Timing
+    ratios: tuple[float, ...]
+
+    @property
+    def ratio(self) -> float:
+        """The median per-round ratio."""
+        return statistics.median(self.ratios)
+
+    @property
+    def ratio_ci(self) -> tuple[float, float]:
+        """The 95% confidence interval of the median ratio (:func:`median_ci`)."""
+        return median_ci(self.ratios)
+
+    @property
+    def spread(self) -> float:
+        """Relative spread of the median ratio."""
+        return relative_spread(self.ratios)
+
+    @property
+    def met(self) -> bool | None:
+        """Whether the ratio and both latencies reached the target (None: a fixed count)."""
+        target = self.a.target
+        if target is None:
+            return None
+        return max(self.spread, self.a.spread, self.b.spread) <= target
 
 
 def quantile(sorted_xs: list[float], q: float) -> float:
@@ -42,8 +139,54 @@ def quantile(sorted_xs: list[float], q: float) -> float:
     return sorted_xs[lo] + (sorted_xs[hi] - sorted_xs[lo]) * (pos - lo)
 
 
+@functools.lru_cache(maxsize=4096)
+def _ci_rank(n: int) -> int:
+    """The 0-based k such that [x_(k), x_(n-1-k)] of n sorted samples is the narrowest pair of
+    order statistics that holds the median with probability >= 95%.
+
+    The median lies below x_(k) only if at most k samples are below it, which happens with
+    probability P(B <= k), B ~ Binomial(n, 1/2); the same holds above x_(n-1-k). The largest
+    k with P(B <= k) <= 2.5% is the answer. Below 6 samples no pair reaches 95%: the range
+    (k = 0) is the widest there is.
+    """
+    tail = (1 - _CONFIDENCE) / 2
+    log_pmf = -n * math.log(2)  # log P(B = 0); logs, since 2^-n underflows past n = 1074
+    cdf, k = 0.0, 0
+    for i in range((n + 1) // 2):
+        cdf += math.exp(log_pmf)
+        if cdf > tail:
+            break
+        k = i
+        log_pmf += math.log((n - i) / (i + 1))
+    return k
+
+
+def median_ci(xs: Sequence[float]) -> tuple[float, float]:
+    """The distribution-free 95% confidence interval of the median of ``xs`` (see
+    :func:`_ci_rank`); the range of the samples when there are fewer than 6."""
+    if not xs:
+        raise ValueError("no samples")
+    s = sorted(xs)
+    k = _ci_rank(len(s))
+    return s[k], s[len(s) - 1 - k]
+
+
+def relative_spread(xs: Sequence[float]) -> float:
+    """Half the width of the median's 95% confidence interval over the median (0.01: the
+    median is known to about ±1%); infinite for one sample, which says nothing about its
+    spread. The module docstring says why this statistic."""
+    if len(xs) < 2:
+        return math.inf
+    lo, hi = median_ci(xs)
+    if hi == lo:
+        return 0.0
+    median = statistics.median(xs)
+    return (hi - lo) / (2 * median) if median > 0 else math.inf
+
+
 def summarize(t: Timing) -> dict:
-    """The store's latency columns for ``t``: median, p25, p75, min, n_samples, timer."""
+    """The store's latency columns for ``t``: median, p25, p75, min, n_samples, timer, and the
+    relative spread of the median with whether it met the target (None: a fixed count)."""
     xs = sorted(t.samples_us)
     return {
         "latency_us": quantile(xs, 0.5),
@@ -52,19 +195,24 @@ def summarize(t: Timing) -> dict:
         "latency_min_us": xs[0],
         "n_samples": len(xs),
         "timer": t.timer,
+        "latency_spread": t.spread,
+        "spread_met": t.met,
     }
 
 
-def time_cpu(fn: Callable[[], object], *, repeats: int, warmup: int = 1) -> Timing:
-    """Time ``fn`` with perf_counter: ``warmup`` untimed calls, then ``repeats`` samples."""
-    for _ in range(warmup):
-        fn()
-    samples = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - t0) * 1e6)
-    return Timing(tuple(samples), TIMER_CPU)
+# ------------------------------------------------------------------------ sampling rounds
+
+
+def _rounds_cpu(fns: Sequence[Callable[[], object]], n: int, clock: Clock) -> Rounds:
+    out = []
+    for _ in range(n):
+        row = []
+        for fn in fns:
+            t0 = clock()
+            fn()
+            row.append((clock() - t0) * 1e6)
+        out.append(tuple(row))
+    return out
 
 
 _flush_buffer = None
@@ -80,28 +228,57 @@ def _flush_l2(torch) -> None:
     _flush_buffer.zero_()
 
 
+def _rounds_cuda(fns: Sequence[Callable[[], object]], n: int, flush_l2: bool = True) -> Rounds:
+    """``n`` rounds on the current stream, one event pair per call, one synchronize at the
+    end. The flush runs before each start event, so it is never inside a sample."""
+    import torch
+
+    events = [
+        [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in fns]
+        for _ in range(n)
+    ]
+    for row in events:
+        for fn, (start, end) in zip(fns, row, strict=True):
+            if flush_l2:
+                _flush_l2(torch)
+            start.record()
+            fn()
+            end.record()
+    torch.cuda.synchronize()
+    return [tuple(s.elapsed_time(e) * 1e3 for s, e in row) for row in events]
+
+
+def _rounds(fns, device: str, n: int, clock: Clock) -> Rounds:
+    return _rounds_cuda(fns, n) if device == "cuda" else _rounds_cpu(fns, n, clock)
+
+
+def _timer(device: str) -> str:
+    return TIMER_CUDA if device == "cuda" else TIMER_CPU
+
+
+def _warm(fns: Sequence[Callable[[], object]], warmup: int) -> None:
+    for _ in range(warmup):
+        for fn in fns:
+            fn()
+
+
+# ------------------------------------------------------------------------ fixed counts
+
+
+def time_cpu(
+    fn: Callable[[], object], *, repeats: int, warmup: int = 1, clock: Clock = time.perf_counter
+) -> Timing:
+    """Time ``fn`` with ``clock``: ``warmup`` untimed calls, then ``repeats`` samples."""
+    _warm([fn], warmup)
+    return Timing(tuple(r[0] for r in _rounds_cpu([fn], repeats, clock)), TIMER_CPU)
+
+
 def time_cuda(
     fn: Callable[[], object], *, repeats: int, warmup: int = 3, flush_l2: bool = True
 ) -> Timing:
-    """Time ``fn`` on the current CUDA stream with one event pair per sample.
-
-    The flush runs before the start event, so it is never inside a sample.
-    """
-    import torch
-
-    for _ in range(warmup):
-        fn()
-    starts = [torch.cuda.Event(enable_timing=True) for _ in range(repeats)]
-    ends = [torch.cuda.Event(enable_timing=True) for _ in range(repeats)]
-    for i in range(repeats):
-        if flush_l2:
-            _flush_l2(torch)
-        starts[i].record()
-        fn()
-        ends[i].record()
-    torch.cuda.synchronize()
-    samples = tuple(s.elapsed_time(e) * 1e3 for s, e in zip(starts, ends, strict=True))
-    return Timing(samples, TIMER_CUDA)
+    """Time ``fn`` on the current CUDA stream with one event pair per sample."""
+    _warm([fn], warmup)
+    return Timing(tuple(r[0] for r in _rounds_cuda([fn], repeats, flush_l2)), TIMER_CUDA)
 
 
 def time_fn(fn: Callable[[], object], device: str, *, repeats: int, warmup: int = 2) -> Timing:
@@ -116,3 +293,82 @@ def repeats_for(estimate_us: float, *, budget_us: float, lo: int, hi: int) -> in
     if estimate_us <= 0:
         return hi
     return max(lo, min(hi, int(budget_us / estimate_us)))
+
+
+# ------------------------------------------------------------------------ adaptive
+
+
+def sample_adaptive(
+    take: Callable[[int], Rounds],
+    spread: Callable[[Rounds], float],
+    policy: Adaptive,
+    clock: Clock = time.perf_counter,
+) -> Rounds:
+    """Rounds from ``take(n)`` until ``spread(rounds) <= policy.target`` or the time cap.
+
+    The first batch is ``min_samples`` rounds; each later one adds a quarter of the rounds so
+    far (so the spread is computed O(log n) times), shortened to what the time left allows at
+    the rate seen so far, so the cap is overrun by about one round, not one batch.
+    """
+    start = clock()
+    rounds: Rounds = list(take(policy.min_samples))
+    while spread(rounds) > policy.target:
+        elapsed = clock() - start
+        if elapsed >= policy.max_s:
+            break
+        n = max(1, len(rounds) // 4)
+        if elapsed > 0:
+            n = min(n, max(1, int((policy.max_s - elapsed) * len(rounds) / elapsed)))
+        rounds += take(n)
+    return rounds
+
+
+def time_adaptive(
+    fn: Callable[[], object],
+    device: str,
+    policy: Adaptive,
+    *,
+    warmup: int = 2,
+    clock: Clock = time.perf_counter,
+) -> Timing:
+    """Time ``fn`` until the spread of its median meets ``policy`` (see :class:`Adaptive`).
+
+    ``clock`` times the CPU samples and the cap; CUDA samples come from events.
+    """
+    _warm([fn], warmup)
+    rounds = sample_adaptive(
+        lambda n: _rounds([fn], device, n, clock),
+        lambda rs: relative_spread([r[0] for r in rs]),
+        policy,
+        clock,
+    )
+    return Timing(tuple(r[0] for r in rounds), _timer(device), policy.target)
+
+
+def time_pair(
+    fn_a: Callable[[], object],
+    fn_b: Callable[[], object],
+    device: str,
+    policy: Adaptive,
+    *,
+    warmup: int = 2,
+    clock: Clock = time.perf_counter,
+) -> Pair:
+    """Time ``fn_a`` and ``fn_b`` alternately (A, B, A, B, ...) until the spread of the median
+    ratio A/B, and of each side's median latency, meets ``policy``."""
+    _warm([fn_a, fn_b], warmup)
+
+    def spread(rounds: Rounds) -> float:
+        a, b = zip(*rounds, strict=True)
+        ratio = relative_spread([x / y for x, y in rounds])
+        return max(ratio, relative_spread(a), relative_spread(b))
+
+    rounds = sample_adaptive(
+        lambda n: _rounds([fn_a, fn_b], device, n, clock), spread, policy, clock
+    )
+    timer = _timer(device)
+    return Pair(
+        Timing(tuple(r[0] for r in rounds), timer, policy.target),
+        Timing(tuple(r[1] for r in rounds), timer, policy.target),
+        tuple(a / b for a, b in rounds),
+    )

@@ -11,6 +11,9 @@ cuSPARSELt: the engine keeps one compressed copy of each weight, in the descript
 ``ENGINE_A_LAYOUT`` (bit 0 of the csrc layout; 1 = W row-major [N, K_slide], torch's), so it
 searches layouts with that bit only. A kernel-matrix entry whose winner has the other bit
 is not usable; the engine then searches under the key suffixed ``|A<bit>``.
+
+CUTLASS (``cutlass`` / ``cutlass-sparse``): the configurations of the library's family, under
+the same keys as the kernel cells of those backends (bf16 output, scales fused).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from slidesparse.core.errors import UserError
 from slidesparse.gemm.base import PreparedWeight
 from slidesparse.gemm.search import SearchCache, cache_key, search
 
@@ -41,6 +45,8 @@ def cfg_list(kind: str, config: dict) -> list[int]:
             int(config.get("split_k_mode", -1)),
             int(config.get("layout", ENGINE_A_LAYOUT)),
         ]
+    if kind in ("cutlass", "cutlass-sparse"):
+        return [int(config.get(k, d)) for k, d in (("config", 0), ("swizzle", 1), ("raster", 0))]
     if kind == "torch-cslt":
         return [
             int(config.get("alg_id", 0)),
@@ -96,6 +102,11 @@ class AlgoSelector:
             key += f"|A{ENGINE_A_LAYOUT}"
         backend = self._backend(pattern)
         w = self._prepared(lin, pattern, dtype, out)
+        if lin.fused:
+            from slidesparse.gemm.cutlass_backends import CutlassInput
+
+            # Unit token scales: the search times the epilogue, not these values.
+            q = CutlassInput(q, torch.ones(q.shape[0], dtype=torch.float32, device=q.device))
         cands = backend.candidates(w, q)
         if self.kind == "cusparselt":
             cands = [c for c in cands if (c.get("layout", 0) & 1) == ENGINE_A_LAYOUT]
@@ -147,18 +158,42 @@ class AlgoSelector:
         p = parse_pattern(pattern)
         ks = lin.K if p.is_dense else k_slide(lin.K, p)
         data = lin.weight
-        if self.kind == "cusparselt":
+        if lin.fused:
+            from slidesparse.gemm.cutlass_backends import CutlassWeight
+
+            data = CutlassWeight(lin.weight, lin.meta, lin.w_scale)
+        elif self.kind == "cusparselt":
             # The backend indexes by a layout's bit 0; candidates() asks for bit 0 of layout 0 to
             # find x only. Candidates of the other bit are filtered out before anything runs.
             data = {0: lin.weight, 1: lin.weight}
         return PreparedWeight(lin.N, lin.K, ks, dtype, out, p, data)
 
 
-def gemm_kind(device: str, sparse: bool, extension_error: str | None = None) -> str:
-    """The GEMM backend a quantized linear runs on: cpu-ref on CPU, csrc on a GPU, torch's
-    built-ins where the csrc extension cannot be loaded."""
+GEMM_CHOICES = ("auto", "cutlass", "csrc")
+
+
+def gemm_kind(
+    device: str,
+    sparse: bool,
+    extension_error: str | None = None,
+    *,
+    gemm: str = "csrc",
+    cutlass_error: str | None = None,
+) -> str:
+    """The GEMM backend a quantized linear runs on.
+
+    cpu-ref on a CPU. On a GPU, ``gemm``: ``cutlass`` the fused-scale CUTLASS GEMMs (an
+    error where they cannot run), ``csrc`` cuBLASLt / cuSPARSELt plus a dequant pass (torch's
+    built-ins where the csrc extension cannot load), ``auto`` CUTLASS where it runs, else csrc.
+    """
+    if gemm not in GEMM_CHOICES:
+        raise UserError(f"unknown engine GEMM {gemm!r}; valid: {', '.join(GEMM_CHOICES)}")
     if device != "cuda":
         return "cpu-ref"
+    if gemm == "cutlass" and cutlass_error:
+        raise UserError(f"--gemm cutlass cannot run here: {cutlass_error}")
+    if gemm in ("auto", "cutlass") and not cutlass_error:
+        return "cutlass-sparse" if sparse else "cutlass"
     if extension_error:
         return "torch-cslt" if sparse else "torch-builtin"
     return "cusparselt" if sparse else "cublaslt"
@@ -171,4 +206,12 @@ def extension_error() -> str | None:
     return ops.load_error()
 
 
-__all__ = ["ENGINE_A_LAYOUT", "AlgoSelector", "cfg_list", "gemm_kind"]
+def cutlass_error() -> str | None:
+    """Why the CUTLASS GEMMs cannot run on this GPU (None when they can)."""
+    from slidesparse.native import cutlass
+
+    reason = cutlass.unsupported_reason(tuple(torch.cuda.get_device_capability()))
+    return reason or cutlass.load_error()
+
+
+__all__ = ["ENGINE_A_LAYOUT", "GEMM_CHOICES", "AlgoSelector", "cfg_list", "gemm_kind"]

@@ -6,7 +6,11 @@ ceil(M/1024) sequences of min(M, 1024) tokens in one forward; decode at M is M c
 sequences after a 16-token prompt, timed over ``decode_steps`` graph replays. ``dense`` is the
 w8a8 engine on the unpruned weights (cuBLASLt); ``2_L`` the slidesparse engine (cuSPARSELt).
 
-Each row carries, besides tokens/s (median over ``repeats`` after warm-up, with p25/p75):
+Every timing samples adaptively (:func:`slidesparse.core.timing.time_adaptive`): at least
+``repeats`` samples after warm-up, then more until the spread of the median meets
+``target_spread`` or :data:`MAX_S` seconds are spent; rows carry ``n_samples``,
+``latency_spread`` and ``spread_met`` of the step timing. Each row carries, besides tokens/s
+(the median, with p25/p75):
 
 * ``speedup_vs_dense``: against the dense w8a8 row of the same run (dtype, phase, M);
 * ``kernel_speedup``: the kernel-level model total at the same M: the four layer GEMMs
@@ -40,6 +44,9 @@ from slidesparse.engine.sizing import DECODE_PROMPT, prefill_shape
 
 PHASES = ("prefill", "decode")
 DEFAULT_M = {"prefill": (16384,), "decode": (1, 64, 256)}
+# Time cap of one adaptive measurement: a step or a whole request can take seconds, so this
+# bounds a cell where its ``repeats`` alone do not reach the target.
+MAX_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -51,21 +58,27 @@ class E2EPlan:
     sparsities: tuple[str, ...] = ("dense", "2_4", "2_6", "2_8", "2_10")
     phases: tuple[str, ...] = PHASES
     Ms: dict | None = None  # phase -> M values; None: DEFAULT_M
-    repeats: int = 10
+    repeats: int = 10  # the fewest samples of a measurement
     warmup: int = 3
+    target_spread: float = timing.DEFAULT_TARGET
     decode_steps: int = 64
     bf16: bool = True  # also the bf16 engine (reference)
     hf: bool = False  # also HF transformers bf16 prefill
     search: bool = True
     cache_dir: str | None = None
     device: str | None = None
+    # The quantized linears' GEMMs, each a full set of rows (algos.GEMM_CHOICES): "cutlass"
+    # (scales fused) against "csrc" (cuBLASLt / cuSPARSELt + dequant) measures the epilogue.
+    gemms: tuple[str, ...] = ("auto",)
 
     def m_values(self, phase: str) -> tuple[int, ...]:
         return tuple((self.Ms or {}).get(phase) or DEFAULT_M[phase])
 
 
-def time_call(fn: Callable[[], object], device: str, repeats: int, warmup: int) -> dict:
-    t = timing.time_fn(fn, device, repeats=repeats, warmup=warmup)
+def time_call(fn: Callable[[], object], device: str, policy: timing.Adaptive, warmup: int) -> dict:
+    """Seconds of ``fn`` (median, p25, p75), sampled until ``policy`` is met, with the count,
+    the timer, the spread of the median and whether it met the target."""
+    t = timing.time_adaptive(fn, device, policy, warmup=warmup)
     s = timing.summarize(t)
     return {
         "median_s": s["latency_us"] * 1e-6,
@@ -73,10 +86,12 @@ def time_call(fn: Callable[[], object], device: str, repeats: int, warmup: int) 
         "p75_s": s["latency_p75_us"] * 1e-6,
         "n": s["n_samples"],
         "timer": s["timer"],
+        "spread": s["latency_spread"],
+        "met": s["spread_met"],
     }
 
 
-def copy_bandwidth(device: str) -> float | None:
+def copy_bandwidth(device: str, target: float = timing.DEFAULT_TARGET) -> float | None:
     """Bytes/s of a device-to-device copy (read + write counted) of 1 GiB."""
     if device != "cuda":
         return None
@@ -84,11 +99,11 @@ def copy_bandwidth(device: str) -> float | None:
     src = torch.empty(n, dtype=torch.uint8, device=device)
     dst = torch.empty_like(src)
     with torch.inference_mode():
-        t = time_call(lambda: dst.copy_(src), device, 10, 3)
+        t = time_call(lambda: dst.copy_(src), device, timing.Adaptive(target, 10, MAX_S), 3)
     return 2 * n / t["median_s"]
 
 
-def layer_parts(engine, M: int, device: str, repeats: int, graph: bool = False) -> dict:
+def layer_parts(engine, M: int, device: str, policy: timing.Adaptive, graph: bool = False) -> dict:
     """Seconds of the block linears alone at M rows, and of their GEMMs alone.
 
     Timed the way the step runs them: eagerly for prefill (layer 0's four linears, times the
@@ -97,7 +112,7 @@ def layer_parts(engine, M: int, device: str, repeats: int, graph: bool = False) 
     time the host, not the GPU. Both the dense and the sparse engine are timed the same way
     at the same M_pad with their own searched configs, so ``kernel_speedup`` compares GEMMs.
     """
-    from slidesparse.engine.linear import QuantLinear, engine_mm
+    from slidesparse.engine.linear import QuantLinear
 
     def mods_of(layer):
         a, m = layer.attn, layer.mlp
@@ -117,28 +132,24 @@ def layer_parts(engine, M: int, device: str, repeats: int, graph: bool = False) 
                 x = inputs[m.K]
                 lin_calls.append(lambda m=m, x=x: m(x))
                 if isinstance(m, QuantLinear):
-                    q = m.quantize(x)[0]
-                    m.gemm(q)  # picks (or searches) the config for this M_pad
-                    cfg = m.configs[q.shape[0]]
-                    gemm_calls.append(
-                        lambda m=m, q=q, cfg=cfg: engine_mm(
-                            q, m.weight, m.N, m.kind, m.acc_dtype, cfg
-                        )
-                    )
+                    q, s = m.quantize(x)
+                    m.gemm(q, s)  # picks (or searches) the config for this M_pad
+                    gemm_calls.append(lambda m=m, q=q, s=s: m.gemm(q, s))
                 else:
                     gemm_calls.append(lambda m=m, x=x: m(x))
         if graph:
-            lin_s = time_graph(lin_calls, repeats)
-            gemm_s = time_graph(gemm_calls, repeats)
+            lin_s = time_graph(lin_calls, policy)
+            gemm_s = time_graph(gemm_calls, policy)
             return {"linear_s": lin_s, "gemm_s": gemm_s}
-        lin_s = sum(time_call(f, device, repeats, 2)["median_s"] for f in lin_calls)
-        gemm_s = sum(time_call(f, device, repeats, 2)["median_s"] for f in gemm_calls)
+        lin_s = sum(time_call(f, device, policy, 2)["median_s"] for f in lin_calls)
+        gemm_s = sum(time_call(f, device, policy, 2)["median_s"] for f in gemm_calls)
     n = engine.cfg.num_layers
     return {"linear_s": lin_s * n, "gemm_s": gemm_s * n}
 
 
-def time_graph(calls: list[Callable[[], object]], repeats: int) -> float:
-    """Median seconds of one replay of a CUDA graph of ``calls`` (warmed up eagerly first)."""
+def time_graph(calls: list[Callable[[], object]], policy: timing.Adaptive) -> float:
+    """Median seconds of one replay of a CUDA graph of ``calls`` (warmed up eagerly first),
+    each sample one replay with the L2 flushed before it."""
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(stream):
@@ -149,7 +160,7 @@ def time_graph(calls: list[Callable[[], object]], repeats: int) -> float:
     with torch.cuda.graph(graph):
         for f in calls:
             f()
-    t = time_call(graph.replay, "cuda", repeats, 2)["median_s"]
+    t = time_call(graph.replay, "cuda", policy, 2)["median_s"]
     del graph
     return t
 
@@ -176,13 +187,13 @@ def in_step_split(fn: Callable[[], object], repeats: int) -> dict:
     return {"quant_s": q, "gemm_s": g, "dequant_s": d, "linear_s": q + g + d}
 
 
-def attention_s(engine, B: int, S: int, device: str, repeats: int) -> float:
+def attention_s(engine, B: int, S: int, device: str, policy: timing.Adaptive) -> float:
     """Prefill attention alone (SDPA, causal) x layer count."""
     c = engine.cfg
     q = torch.randn(B, c.heads, S, c.head_dim, device=device, dtype=torch.bfloat16)
     k, v = torch.randn_like(q), torch.randn_like(q)
     f = torch.nn.functional.scaled_dot_product_attention
-    t = time_call(lambda: f(q, k, v, is_causal=True), device, repeats, 2)
+    t = time_call(lambda: f(q, k, v, is_causal=True), device, policy, 2)
     return t["median_s"] * c.num_layers
 
 
@@ -197,6 +208,8 @@ def measure(
     bw: float | None = None,
     decode_steps: int = 64,
     whole_request: bool = False,
+    target_spread: float = timing.DEFAULT_TARGET,
+    max_s: float = MAX_S,
 ) -> dict:
     """Tokens/s of one ``phase`` at ``M`` on ``engine`` with the time split behind it.
 
@@ -204,8 +217,11 @@ def measure(
     ``DECODE_PROMPT``-token prompt, ``decode_steps`` graph replays timed; with
     ``whole_request`` the timed unit is the whole request instead - the prompt's prefill
     plus ``decode_steps`` new tokens - and tokens/s counts prompt and new tokens over it,
-    as vLLM's throughput benchmark does. ``step_ms`` is per decode step either way.
+    as vLLM's throughput benchmark does. ``step_ms`` is per decode step either way. Every
+    timing takes at least ``repeats`` samples, then samples until the spread of its median
+    is at most ``target_spread`` or ``max_s`` seconds are spent.
     """
+    policy = timing.Adaptive(target_spread, repeats, max_s)
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     g = torch.Generator(device="cpu").manual_seed(M)
@@ -215,13 +231,13 @@ def measure(
             B, S = prefill_shape(M)
             toks = torch.randint(0, vocab, (B, S), generator=g).to(device)
             engine.reset(B, S + 1)
-            t = time_call(lambda: engine.model.prefill(toks), device, repeats, warmup)
+            t = time_call(lambda: engine.model.prefill(toks), device, policy, warmup)
             tokens = B * S
-            parts = layer_parts(engine, B * S, device, repeats)
+            parts = layer_parts(engine, B * S, device, policy)
             parts["kernel_gemm_s"] = parts["gemm_s"]
             if device == "cuda":  # the split of the real step, on its own activations
                 parts.update(in_step_split(lambda: engine.model.prefill(toks), repeats))
-            attn = attention_s(engine, B, S, device, repeats)
+            attn = attention_s(engine, B, S, device, policy)
             bound = parts["gemm_s"] + attn
             extra = {"batch": B, "seq_len": S, "attention_s": attn, "bound": "gemm+attention"}
         else:
@@ -239,11 +255,11 @@ def measure(
                 for _ in range(steps):
                     engine.step()
 
-            t = time_call(run, device, repeats, warmup)
+            t = time_call(run, device, policy, warmup)
             t = {**t, **{k: t[k] / steps for k in ("median_s", "p25_s", "p75_s")}}
             # Whole request: prompt + the prefill's first token + one per step.
             tokens = B * ((DECODE_PROMPT + 1 + steps) / steps if whole_request else 1)
-            parts = layer_parts(engine, B, device, repeats, graph=engine.use_graphs)
+            parts = layer_parts(engine, B, device, policy, graph=engine.use_graphs)
             parts["kernel_gemm_s"] = parts["gemm_s"]
             wbytes = engine.weight_bytes()
             bound = wbytes / bw if bw else None
@@ -264,6 +280,8 @@ def measure(
         "tokens_per_s_p75": tokens / t["p25_s"],
         "step_ms": step * 1e3,
         "n_samples": t["n"],
+        "latency_spread": t["spread"],
+        "spread_met": t["met"],
         "timer": t["timer"],
         "linear_share": parts["linear_s"] / step,
         "gemm_share": parts["gemm_s"] / step,
@@ -313,7 +331,7 @@ def hf_prefill(model: str, cases: list[tuple[int, int]], plan: E2EPlan, device: 
             t = time_call(
                 lambda toks=toks: net(toks, use_cache=False, logits_to_keep=1),
                 device,
-                plan.repeats,
+                timing.Adaptive(plan.target_spread, plan.repeats, MAX_S),
                 plan.warmup,
             )
             out[(B, S)] = B * S / t["median_s"]
@@ -359,7 +377,7 @@ def run_e2e(plan: E2EPlan, on_row: Callable[[dict], None] | None = None) -> list
     for p in plan.phases:
         if p not in PHASES:
             raise UserError(f"unknown phase {p!r}; valid: {', '.join(PHASES)}")
-    bw = copy_bandwidth(device)
+    bw = copy_bandwidth(device, plan.target_spread)
     rows: list[dict] = []
     hf = {}
     if plan.hf and "prefill" in plan.phases:
@@ -370,12 +388,13 @@ def run_e2e(plan: E2EPlan, on_row: Callable[[dict], None] | None = None) -> list
         except Exception as e:  # the comparison must not sink the engine rows
             print(f"warning: HF transformers prefill failed: {type(e).__name__}: {e}")
             free(device)
-    variants = [("bf16", None, None)] if plan.bf16 else []
-    for dtype in plan.dtypes:
-        sps = sorted(plan.sparsities, key=lambda s: s != "dense")  # dense first
-        variants += [("w8a8" if s == "dense" else "slidesparse", dtype, s) for s in sps]
+    variants = [("bf16", None, None, "auto")] if plan.bf16 else []
+    for gemm in plan.gemms:
+        for dtype in plan.dtypes:
+            sps = sorted(plan.sparsities, key=lambda s: s != "dense")  # dense first
+            variants += [("w8a8" if s == "dense" else "slidesparse", dtype, s, gemm) for s in sps]
     dense_rows: dict[tuple, dict] = {}
-    for backend, dtype, sp in variants:
+    for backend, dtype, sp, gemm in variants:
         eng = build_engine(
             plan.model,
             backend,
@@ -384,6 +403,7 @@ def run_e2e(plan: E2EPlan, on_row: Callable[[dict], None] | None = None) -> list
             device=device,
             cache_dir=plan.cache_dir,
             search=plan.search,
+            gemm=gemm,
         )
         for phase in plan.phases:
             for M in plan.m_values(phase):
@@ -396,6 +416,7 @@ def run_e2e(plan: E2EPlan, on_row: Callable[[dict], None] | None = None) -> list
                     device=device,
                     bw=bw,
                     decode_steps=plan.decode_steps,
+                    target_spread=plan.target_spread,
                 )
                 row = {
                     "model": eng.info.model,
@@ -407,7 +428,7 @@ def run_e2e(plan: E2EPlan, on_row: Callable[[dict], None] | None = None) -> list
                     "gpu_tag": eng.info.gpu_tag,
                     **r,
                 }
-                key = (dtype, phase, M)
+                key = (dtype, phase, M, gemm)  # dense and sparse on the same GEMM choice
                 if backend == "w8a8":
                     dense_rows[key] = row
                 base = dense_rows.get(key)
@@ -452,7 +473,8 @@ def format_row(r: dict) -> str:
         return "-" if v is None else format(v, fmt)
 
     return (
-        f"{r['model']:<12} {r['dtype']:<5} {r['sparsity']:<6} {r['phase']:<7} "
+        f"{r['model']:<12} {r['dtype']:<5} {r['sparsity']:<6} {r.get('gemm') or '-':<14} "
+        f"{r['phase']:<7} "
         f"M={r['M']:<6} {r['tokens_per_s']:>12,.0f} tok/s  "
         f"vs dense {_sp(r, 'speedup_vs_dense')}  "
         f"kernel {_sp(r, 'kernel_speedup')}  "

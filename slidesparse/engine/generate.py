@@ -119,6 +119,7 @@ def build_engine(
     search: bool = True,
     use_graphs: bool = True,
     fused: bool | None = None,
+    gemm: str = "auto",
 ) -> Engine:
     """An :class:`Engine` for ``model`` (built-in name or local HF folder) on ``backend``.
 
@@ -133,6 +134,8 @@ def build_engine(
     cache (else the first vetted candidate). ``max_len``: longest sequence (RoPE table).
     ``fused``: norm, RoPE and SiLU-and-mul as the Triton kernels of
     :mod:`slidesparse.engine.fused` (default: on CUDA; on a CPU only under the interpreter).
+    ``gemm``: the quantized linears' GEMMs (:func:`slidesparse.engine.algos.gemm_kind`):
+    ``auto`` (CUTLASS with the scales fused where it runs), ``cutlass`` or ``csrc``.
     """
     cfg, folder = resolve_config(model)
     dtype = dtype or checkpoint_dtype(folder) or "int8"
@@ -155,8 +158,11 @@ def build_engine(
     if quantized:
         from slidesparse.engine import algos
 
-        err = algos.extension_error() if device == "cuda" else None
-        kind = algos.gemm_kind(device, pattern is not None, err)
+        err = cerr = None
+        if device == "cuda":
+            cerr = algos.cutlass_error() if gemm != "csrc" else "not asked for"
+            err = algos.extension_error() if gemm == "csrc" or cerr else None
+        kind = algos.gemm_kind(device, pattern is not None, err, gemm=gemm, cutlass_error=cerr)
         if ctx is not None:
             selector = algos.AlgoSelector(kind, ctx.cache_dir, ctx.gpu_tag, search_ok=search)
     plan = LinearPlan(
@@ -186,7 +192,7 @@ def build_engine(
             full = f"layers.{i}.{name}"
             bias = w["qkv_bias"] if name == "qkv_proj" else None
             if cached is not None and f"{full}.weight" in cached:
-                t = {"weight": cached[f"{full}.weight"], "w_scale": cached[f"{full}.w_scale"]}
+                t = {k[len(full) + 1 :]: v for k, v in cached.items() if k.startswith(f"{full}.")}
             else:
                 t = convert_linear(w[name], plan, f"{src_name(folder, cfg)} {full}")
                 if store is not None:
@@ -256,6 +262,7 @@ def _make_linear(plan: LinearPlan, cfg: EngineConfig, name: str, t: dict, bias, 
         bias=None if bias is None else bias.to(torch.bfloat16).contiguous(),
         selector=selector,
         name=full,
+        meta=t.get("meta"),
     )
 
 

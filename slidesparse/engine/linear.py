@@ -8,6 +8,9 @@ quantized backends are three registered custom ops in a row, each with a fake, s
 * w8a8:        quant_only(x) -> engine_mm(q, W_q)            -> dequant_bias
 * slidesparse: quant_slide(x) -> engine_mm(q_lift, W_slide)  -> dequant_bias
 
+or, on the CUTLASS kinds (``cutlass`` dense, ``cutlass-sparse`` 2:4), two: the scales and the
+bias are applied in the GEMM's epilogue (``engine_scaled_mm``), with no dequant pass.
+
 ``engine_mm`` (defined here) is the raw GEMM ``acc[M_pad, N] = q · Wᵀ`` on the GEMM backend
 picked for the engine: cuBLASLt / cuSPARSELt from the csrc extension on a GPU (algorithm from
 the GPU tag's search cache, see :mod:`slidesparse.engine.algos`), torch's built-ins where the
@@ -36,8 +39,19 @@ QMAX = {torch.int8: 127.0, torch.float8_e4m3fn: 448.0}
 # BF16, as the kernel matrix's FP8 cells do, so search-cache entries are shared with it.
 ACC_DTYPE = {torch.int8: torch.int32, torch.float8_e4m3fn: torch.bfloat16}
 GEMM_KINDS = ("cpu-ref", "cublaslt", "cusparselt", "torch-builtin", "torch-cslt")
+# Kinds whose GEMM applies the scales and bias itself and writes bf16.
+FUSED_KINDS = ("cutlass", "cutlass-sparse")
 
-__all__ = ["BACKENDS", "Bf16Linear", "QuantLinear", "engine_mm", "probe", "quantize_weight"]
+__all__ = [
+    "BACKENDS",
+    "FUSED_KINDS",
+    "Bf16Linear",
+    "QuantLinear",
+    "engine_mm",
+    "engine_scaled_mm",
+    "probe",
+    "quantize_weight",
+]
 
 # Set by :func:`probe`: CUDA events (start, quantized, GEMM done, end) of every eager forward,
 # so a benchmark can split a real step's time without running the linears apart from it.
@@ -115,6 +129,39 @@ def _engine_mm_fake(x, w, N, kind, out_dtype, cfg):
     return x.new_empty((x.shape[0], N), dtype=out_dtype)
 
 
+@torch.library.custom_op("slidesparse::engine_scaled_mm", mutates_args=())
+def engine_scaled_mm(
+    x: torch.Tensor,
+    w: torch.Tensor,
+    meta: torch.Tensor | None,
+    scale_x: torch.Tensor,
+    scale_w: torch.Tensor,
+    bias: torch.Tensor | None,
+    N: int,
+    kind: str,
+    cfg: list[int],
+) -> torch.Tensor:
+    """``y[M, N] = bf16(x·Wᵀ · scale_x[M] · scale_w[N] + bias[N])`` on a CUTLASS kind.
+
+    x: [M, K'] int8 / float8_e4m3fn; w: [N, K'] (``cutlass``) or CUTLASS's compressed 2:4
+    weight with its metadata ``meta`` (``cutlass-sparse``); cfg: ``[configuration index,
+    swizzle, raster]``.
+    """
+    from slidesparse.native import cutlass
+
+    fam = cutlass.family(_Q_NAMES[x.dtype], kind == "cutlass-sparse")
+    return cutlass.scaled_mm(fam, cfg[0], x, w, meta, scale_x, scale_w, bias, N, cfg[1], cfg[2])
+
+
+@engine_scaled_mm.register_fake
+def _engine_scaled_mm_fake(x, w, meta, scale_x, scale_w, bias, N, kind, cfg):
+    torch._check(x.dim() == 2, lambda: f"engine_scaled_mm: x must be 2-D, got {x.dim()}-D")
+    return x.new_empty((x.shape[0], N), dtype=torch.bfloat16)
+
+
+_Q_NAMES = {torch.int8: "int8", torch.float8_e4m3fn: "fp8"}
+
+
 # --- weight quantization -------------------------------------------------------------------
 
 
@@ -163,9 +210,10 @@ class Bf16Linear(nn.Module):
 class QuantLinear(nn.Module):
     """W8A8 linear on the quant kernels: dense (``pattern`` None) or SlideSparse 2_L.
 
-    weight: the GEMM operand in ``kind``'s form (see :func:`engine_mm`); w_scale [N] fp32;
-    bias [N] bf16 or None. ``selector`` picks the GEMM algorithm per padded M (searched once
-    per shape on a GPU, then reused; see :class:`slidesparse.engine.algos.AlgoSelector`).
+    weight: the GEMM operand in ``kind``'s form (see :func:`engine_mm`), ``meta`` its 2:4
+    metadata on ``cutlass-sparse``; w_scale [N] fp32; bias [N] bf16 or None. ``selector``
+    picks the GEMM algorithm per padded M (searched once per shape on a GPU, then reused; see
+    :class:`slidesparse.engine.algos.AlgoSelector`).
     """
 
     def __init__(
@@ -181,16 +229,20 @@ class QuantLinear(nn.Module):
         bias: torch.Tensor | None,
         selector=None,
         name: str = "",
+        meta: torch.Tensor | None = None,
     ):
         super().__init__()
         self.N, self.K = N, K
         self.qdtype = qdtype
-        self.acc_dtype = ACC_DTYPE[qdtype]
+        # Fused kinds apply the scales (and bias) in the GEMM: its output is the layer's.
+        self.fused = kind in FUSED_KINDS
+        self.acc_dtype = torch.bfloat16 if self.fused else ACC_DTYPE[qdtype]
         self.pattern = pattern  # None: dense w8a8
         self.kind = kind
         self.selector = selector
         self.name = name
         self.register_buffer("weight", weight, persistent=False)
+        self.register_buffer("meta", meta, persistent=False)  # cutlass-sparse metadata
         self.register_buffer("w_scale", w_scale, persistent=False)  # [N] fp32
         self.register_buffer("bias", bias, persistent=False)  # [N] bf16 or None
         self.configs: dict[int, list[int]] = {}  # M_pad -> engine_mm cfg
@@ -205,12 +257,19 @@ class QuantLinear(nn.Module):
             return kops.quant_only(x2, self.qdtype)
         return kops.quant_slide(x2, self.pattern, self.qdtype)
 
-    def gemm(self, q: torch.Tensor) -> torch.Tensor:
-        """acc [M_pad, N] for a quantized activation, with the searched config for M_pad."""
+    def gemm(self, q: torch.Tensor, scale_a: torch.Tensor) -> torch.Tensor:
+        """The GEMM of a quantized activation q [M_pad, K'], with the searched config for
+        M_pad: acc [M_pad, N] (int32 / bf16, unscaled), or on a fused kind the scaled,
+        biased bf16 output [M_pad, N]."""
         cfg = self.configs.get(q.shape[0])
         if cfg is None:
             cfg = [] if self.selector is None else self.selector.pick(self, q)
             self.configs[q.shape[0]] = cfg
+        if self.fused:
+            return engine_scaled_mm(
+                q, self.weight, self.meta, scale_a, self.w_scale, self.bias, self.N,
+                self.kind, cfg,
+            )  # fmt: skip
         return engine_mm(q, self.weight, self.N, self.kind, self.acc_dtype, cfg)
 
     def forward(self, x: torch.Tensor, epilogue=None) -> torch.Tensor:
@@ -226,10 +285,13 @@ class QuantLinear(nn.Module):
         q, scale_a = self.quantize(x2)  # M padded to 16 by the kernels
         if ev:
             ev.append(_event())
-        acc = self.gemm(q)  # [M_pad, N]
+        acc = self.gemm(q, scale_a)  # [M_pad, N]
         if ev:
             ev.append(_event())
-        if epilogue is not None:
+        if self.fused:
+            assert epilogue is None, f"{self.name}: a fused-scale GEMM takes no epilogue"
+            y = acc if acc.shape[0] == M else acc[:M]  # row slices stay contiguous
+        elif epilogue is not None:
             assert self.bias is None, f"{self.name}: an epilogue replaces a bias-free dequant"
             y = epilogue(acc, scale_a, self.w_scale, M)  # [M, N']
         else:

@@ -214,7 +214,7 @@ class MLP(nn.Module):
             from slidesparse.engine import fused as fk
 
             gu = self.gate_up_proj
-            if getattr(gu, "bias", None) is None and hasattr(gu, "w_scale"):
+            if getattr(gu, "bias", None) is None and hasattr(gu, "w_scale") and not gu.fused:
                 # quantized: dequant and SiLU-and-mul in one pass over the accumulator
                 return self.down_proj(gu(x, epilogue=fk.dequant_silu_mul))
             return self.down_proj(fk.silu_mul(gu(x)))

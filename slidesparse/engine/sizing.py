@@ -39,7 +39,8 @@ PREFILL_CHUNK = 1024  # tokens per sequence of a prefill cell (the seeds' vLLM r
 DECODE_PROMPT = 16  # prompt tokens of a decode cell
 DECODE_NEW = 256  # new tokens per sequence of a decode cell
 # Timing of a cell: a prefill sample is one forward; a decode sample is a whole request of
-# 256 tokens, so fewer repeats give the same confidence.
+# 256 tokens, so fewer repeats give the same confidence. ``repeats`` is the fewest samples:
+# timing is adaptive (engine/bench.py), more are taken until the target spread or a cap.
 CELL_TIMING = {"prefill": {"repeats": 5, "warmup": 2}, "decode": {"repeats": 3, "warmup": 1}}
 CACHE_ALIGN = 64  # the engine rounds cache lengths up to this
 COMPRESSED_FRACTION = 0.5 * (1 + 2 / 8)  # 2:4 keeps half the values + 2 bits each (8-bit)
@@ -100,7 +101,8 @@ _OPS_PER_S = {"int8": 600e12, "fp8": 600e12, "bf16": 300e12}
 _STREAM_BYTES_PER_S = 3e12
 _STEP_FLOOR_S = 0.5e-3  # launch and small-kernel floor of one decode step
 # Forwards a prefill cell runs: warm-up, the timed repeats, as many again for the in-step
-# split, and about three more for the linears alone and attention.
+# split, and about three more for the linears alone and attention. Adaptive timing may take
+# more samples of a short step; earlier runs' medians replace this model anyway.
 _PREFILL_STEPS = CELL_TIMING["prefill"]["warmup"] + 2 * CELL_TIMING["prefill"]["repeats"] + 3
 _DECODE_REQUESTS = CELL_TIMING["decode"]["warmup"] + CELL_TIMING["decode"]["repeats"]
 _SEARCH_S = 3.0  # the four layers' GEMM algorithm search at a new M (quantized engines)

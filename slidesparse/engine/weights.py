@@ -350,6 +350,12 @@ def pack_linear(q: torch.Tensor, scale: torch.Tensor, plan: LinearPlan, slid=Non
         slid = ops.cusparselt_compress(slid, ENGINE_A_LAYOUT)  # [bytes] uint8
     elif plan.kind == "torch-cslt":
         slid = torch._cslt_compress(slid)
+    elif plan.kind == "cutlass-sparse":
+        from slidesparse.native import cutlass
+
+        fam = cutlass.family("int8" if q.dtype == torch.int8 else "fp8", True)
+        slid, meta = cutlass.compress(fam, slid)  # [bytes], [bytes] uint8
+        return {"weight": slid, "meta": meta, "w_scale": scale}
     return {"weight": slid, "w_scale": scale}
 
 

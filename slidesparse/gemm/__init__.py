@@ -29,6 +29,8 @@ _BACKEND_MODULES = {
     "torch-cslt": "slidesparse.gemm.torch_builtin",
     "cublaslt": "slidesparse.gemm.csrc_backends",
     "cusparselt": "slidesparse.gemm.csrc_backends",
+    "cutlass": "slidesparse.gemm.cutlass_backends",
+    "cutlass-sparse": "slidesparse.gemm.cutlass_backends",
 }
 
 
@@ -45,6 +47,8 @@ class BackendSpec:
     min_cc: tuple[int, int] | None  # None: any device this backend runs on
     cls: type
     fallback: str | None = None  # backend to use where this one cannot be loaded
+    needs_cutlass: bool = False  # needs the CUTLASS library (slidesparse.native.cutlass)
+    max_cc: tuple[int, int] | None = None  # None: any newer device too (sm90a code: 9.0 only)
 
 
 _REGISTRY: dict[str, BackendSpec] = {}
@@ -60,6 +64,8 @@ def register_backend(
     dtypes: tuple[str, ...] = DTYPES,
     min_cc: tuple[int, int] | None = None,
     fallback: str | None = None,
+    needs_cutlass: bool = False,
+    max_cc: tuple[int, int] | None = None,
 ) -> Callable[[type], type]:
     """Class decorator: register ``cls`` as backend ``name`` with its metadata."""
     unknown = set(dtypes) - set(DTYPES)
@@ -83,6 +89,8 @@ def register_backend(
             min_cc=min_cc,
             cls=cls,
             fallback=fallback,
+            needs_cutlass=needs_cutlass,
+            max_cc=max_cc,
         )
         return cls
 
@@ -120,11 +128,13 @@ def unsupported_reason(
     cc: tuple[int, int] | None,
     dtype_ok_on_cc: Callable[[str, bool], bool] | None = None,
     extension_error: str | None = None,
+    cutlass_error: str | None = None,
 ) -> str | None:
     """Why ``spec`` cannot run ``dtype`` here, or None when it can.
 
     ``dtype_ok_on_cc(dtype, sparse)`` answers for the GPU (slidesparse.core.hardware's
-    ``Capabilities.supports``); ``extension_error`` is the csrc build/load failure, if any.
+    ``Capabilities.supports``); ``extension_error`` is the csrc build/load failure, if any;
+    ``cutlass_error`` the CUTLASS library's.
     """
     if dtype not in spec.dtypes:
         return f"backend {spec.name} does not implement {dtype}"
@@ -133,11 +143,16 @@ def unsupported_reason(
             return "no CUDA device"
         if spec.min_cc is not None and tuple(cc) < spec.min_cc:
             return f"backend {spec.name} needs compute capability >= {spec.min_cc}, got {cc}"
+        if spec.max_cc is not None and tuple(cc) > spec.max_cc:
+            return (f"backend {spec.name} is built for compute capability <= {spec.max_cc} "
+                    f"only, got {cc}")  # fmt: skip
         if dtype_ok_on_cc is not None and not dtype_ok_on_cc(dtype, bool(spec.sparse)):
             kind = "2:4 sparse" if spec.sparse else "dense"
             return f"no {kind} {dtype} GEMM on compute capability {cc[0]}.{cc[1]}"
     if spec.needs_extension and extension_error:
         return f"csrc extension unavailable: {extension_error}"
+    if spec.needs_cutlass and cutlass_error:
+        return f"CUTLASS library unavailable: {cutlass_error}"
     return None
 
 

@@ -1,16 +1,18 @@
 """Measure the quant kernels: inputs, bytes moved, timing, copy bandwidth, the summary table.
 
-Library side of ``slidesparse bench quant`` and of the ``kernel-quant`` task. Timing is
-``triton.testing.do_bench`` (L2 flushed before every sample, all samples kept); the copy
-bandwidth it is compared with is a device-to-device ``copy_`` of the kernel's input size,
-measured in the same process, so "% of copy" compares like with like on this device.
+Library side of ``slidesparse bench quant`` and of the ``kernel-quant`` task. A case and the
+copy it is compared with are timed adaptively (:func:`slidesparse.core.timing.time_adaptive`:
+L2 flushed before every sample, sampled until the median's spread meets the target); the
+copy bandwidth is a device-to-device ``copy_`` of the kernel's input size, measured in the
+same process, so "% of copy" compares like with like on this device. Tuning, which only ranks
+configs, times with ``triton.testing.do_bench`` (:func:`time_fn`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from slidesparse.core import sparsity
+from slidesparse.core import sparsity, timing
 from slidesparse.core.errors import Unsupported, UserError
 from slidesparse.kernels import numerics
 
@@ -18,6 +20,11 @@ KERNELS = ("quant_only", "quant_slide", "dequant_bias")
 TIMER = "triton_do_bench_l2flush"
 TIMER_INTERPRETER = "perf_counter(triton-interpreter)"
 _BYTES = {"bf16": 2, "fp16": 2, "fp32": 4, "int8": 1, "fp8": 1, "int32": 4}
+# Adaptive timing of a case (or its copy) on a GPU: launches of µs to ms, so a 1% target is
+# usually met in well under the cap. Under the CPU interpreter a sample takes seconds and
+# says nothing about speed: the minimum, capped short.
+SAMPLING = {"min_samples": 10, "max_s": 1.0}
+INTERPRETER_SAMPLING = {"min_samples": 3, "max_s": 0.1}
 
 
 @dataclass(frozen=True)
@@ -137,14 +144,14 @@ def time_fn(fn, *, warmup_ms: int = 25, rep_ms: int = 100) -> dict:
     return summarize(Timing(tuple(t * 1e3 for t in times_ms), TIMER))
 
 
-def copy_gbps(nbytes: int, *, rep_ms: int = 100) -> float:
+def copy_gbps(nbytes: int, *, target: float = timing.DEFAULT_TARGET) -> float:
     """Device-to-device copy bandwidth (read + write bytes / median time), GB/s."""
     import torch
 
     src = torch.empty(nbytes, dtype=torch.uint8, device="cuda").fill_(1)
     dst = torch.empty_like(src)
-    t = time_fn(lambda: dst.copy_(src), rep_ms=rep_ms)
-    return 2 * nbytes / (t["latency_us"] * 1e3)
+    t = timing.time_adaptive(lambda: dst.copy_(src), "cuda", timing.Adaptive(target, **SAMPLING))
+    return 2 * nbytes / (t.median_us * 1e3)
 
 
 def require_cuda() -> None:
@@ -163,8 +170,15 @@ def require_cuda_or_user_error() -> None:
         raise UserError(f"{exc.reason}; run this on a machine with an NVIDIA GPU") from None
 
 
-def bench_case(case: Case, *, copy_bw: float | None = None, rep_ms: int = 100, check=True) -> dict:
-    """Time one case with its tuned (or default) config; a result row in store columns."""
+def bench_case(
+    case: Case,
+    *,
+    copy_bw: float | None = None,
+    target: float = timing.DEFAULT_TARGET,
+    check: bool = True,
+) -> dict:
+    """Time one case with its tuned (or default) config until the spread of its median meets
+    ``target``; a result row in store columns."""
 
     from slidesparse.kernels import tuning
 
@@ -175,12 +189,19 @@ def bench_case(case: Case, *, copy_bw: float | None = None, rep_ms: int = 100, c
     out = fn()  # compiles (or loads) the kernel outside any timing
     if check:
         row["correct"] = check_case(case, inputs, out)
-    t = time_fn(fn, rep_ms=rep_ms)
+    t = timing.summarize(timing.time_adaptive(fn, "cuda", timing.Adaptive(target, **SAMPLING)))
     row.update(t)
     nbytes = case.bytes_moved()
     row["gbps"] = nbytes / (t["latency_us"] * 1e3)
     config = tuning.config_for(case.tuning_kernel, case.dtypes, case.size, case.M)
-    extra = {"bytes_moved": nbytes, "config": config, "triton": _triton_version()}
+    extra = {
+        "bytes_moved": nbytes,
+        "config": config,
+        # "tuned", "nearest M" or "default": an untuned launch is no tuned figure.
+        "config_source": tuning.config_source(case.tuning_kernel, case.dtypes, case.size, case.M),
+        "triton": _triton_version(),
+        "target_spread": target,
+    }
     if copy_bw is not None:
         extra["copy_gbps"] = copy_bw
         extra["pct_of_copy"] = 100.0 * row["gbps"] / copy_bw
@@ -204,14 +225,14 @@ def case_columns(case: Case) -> dict:
     }
 
 
-def bench_case_interpreted(case: Case, *, repeats: int = 3) -> dict:
+def bench_case_interpreted(case: Case, *, target: float = timing.DEFAULT_TARGET) -> dict:
     """Check and time one case on CPU under the Triton interpreter (TRITON_INTERPRET=1).
 
-    Same row as :func:`bench_case` but timed with perf_counter and ``gbps`` left null: the
-    interpreter runs numpy ops per tile, so its time shows the code path works, not how fast
-    the kernel is. Uses the default config (tuned tables describe GPUs).
+    Same row as :func:`bench_case` but timed with perf_counter (:data:`INTERPRETER_SAMPLING`)
+    and ``gbps`` left null: the interpreter runs numpy ops per tile, so its time shows the
+    code path works, not how fast the kernel is. Uses the default config (tuned tables
+    describe GPUs).
     """
-    from slidesparse.core.timing import summarize, time_cpu
     from slidesparse.kernels import tuning
 
     if not numerics.interpreting():
@@ -224,14 +245,16 @@ def bench_case_interpreted(case: Case, *, repeats: int = 3) -> dict:
     fn = runner(case, inputs, config)
     row = case_columns(case)
     row["correct"] = check_case(case, inputs, fn())
-    timing = time_cpu(fn, repeats=repeats, warmup=0)
-    row.update(summarize(replace(timing, timer=TIMER_INTERPRETER)))
+    policy = timing.Adaptive(target, **INTERPRETER_SAMPLING)
+    t = timing.time_adaptive(fn, "cpu", policy, warmup=0)
+    row.update(timing.summarize(replace(t, timer=TIMER_INTERPRETER)))
     row["gbps"] = None
     row["extra"] = {
         "bytes_moved": case.bytes_moved(),
         "config": config,
         "triton": _triton_version(),
         "interpreter": True,
+        "target_spread": target,
     }
     return row
 
@@ -298,17 +321,18 @@ def run_bench(
     patterns: tuple[str, ...] = sparsity.ALL_SPARSE,
     acc_dtypes: tuple[str, ...] = ("int32", "bf16"),
     kernels: tuple[str, ...] = KERNELS,
-    rep_ms: int = 100,
+    target: float = timing.DEFAULT_TARGET,
     check: bool = True,
 ) -> list[dict]:
-    """Time every kernel over Ms x sizes; rows carry copy bandwidth and slide/only ratios."""
+    """Time every kernel over Ms x sizes, each until the spread of its median meets
+    ``target``; rows carry copy bandwidth and slide/only ratios."""
     require_cuda()
     spin_up()
     rows = []
     for M in Ms:
         for size in sizes:
             copy_bw = copy_gbps(
-                make_case("quant_only", M, size, in_dtype, "int8").input_bytes, rep_ms=rep_ms
+                make_case("quant_only", M, size, in_dtype, "int8").input_bytes, target=target
             )
             for out in out_dtypes:
                 base = None
@@ -316,7 +340,7 @@ def run_bench(
                     base = bench_case(
                         make_case("quant_only", M, size, in_dtype, out),
                         copy_bw=copy_bw,
-                        rep_ms=rep_ms,
+                        target=target,
                         check=check,
                     )
                     if "quant_only" in kernels:
@@ -324,7 +348,7 @@ def run_bench(
                 if "quant_slide" in kernels:
                     for p in patterns:
                         case = make_case("quant_slide", M, size, in_dtype, out, p)
-                        row = bench_case(case, copy_bw=copy_bw, rep_ms=rep_ms, check=check)
+                        row = bench_case(case, copy_bw=copy_bw, target=target, check=check)
                         ideal = case.bytes_moved() / base["extra"]["bytes_moved"]
                         row["extra"]["ratio_vs_quant_only"] = row["latency_us"] / base["latency_us"]
                         row["extra"]["ideal_ratio"] = ideal
@@ -332,7 +356,7 @@ def run_bench(
             if "dequant_bias" in kernels:
                 for acc in acc_dtypes:
                     case = make_case("dequant_bias", M, size, acc, "bf16")
-                    rows.append(bench_case(case, copy_bw=copy_bw, rep_ms=rep_ms, check=check))
+                    rows.append(bench_case(case, copy_bw=copy_bw, target=target, check=check))
     for row in rows:
         flag_bounds(row)
     return rows

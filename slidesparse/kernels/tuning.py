@@ -255,12 +255,39 @@ def find_entry(tables, kernel: str, dtypes: str, size: int, M: int) -> dict | No
     return None
 
 
+# Cases launched on an untuned config in this process (key -> "default" | "nearest M"): a
+# benchmark that ran one says so in its rows instead of passing its figure off as tuned.
+_UNTUNED: dict[str, str] = {}
+
+
 @functools.cache
 def _lookup(gpu_tag: str | None, kernel: str, dtypes: str, size: int, bucket: int) -> dict:
-    entry = find_entry(_tables(gpu_tag), kernel, dtypes, size, bucket)
+    tables = _tables(gpu_tag)
+    entry = find_entry(tables, kernel, dtypes, size, bucket)
+    source = config_source(kernel, dtypes, size, bucket, tables)
+    if source != "tuned":
+        _UNTUNED[make_key(kernel, dtypes, size, bucket)] = source
     if entry is None:
         return default_config(kernel, size, bucket)
     return dict(entry["config"])
+
+
+def config_source(kernel: str, dtypes: str, size: int, M: int, tables=None) -> str:
+    """Where a launch's config comes from: ``tuned`` (this exact case), ``nearest M`` (the
+    same kernel, dtypes and size tuned at another M bucket) or ``default`` (nothing tuned)."""
+    tables = _tables(current_gpu_tag()) if tables is None else tables
+    key = make_key(kernel, dtypes, size, M)
+    if any(key in t["entries"] for t in tables):
+        return "tuned"
+    prefix = f"{kernel}|{dtypes}|{size}|"
+    if any(k.startswith(prefix) for t in tables for k in t["entries"]):
+        return "nearest M"
+    return "default"
+
+
+def untuned_launches() -> dict[str, str]:
+    """Every case this process launched on an untuned config: key -> its config source."""
+    return dict(_UNTUNED)
 
 
 def config_for(kernel: str, dtypes: str, size: int, M: int) -> dict:

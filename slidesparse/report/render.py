@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from slidesparse.core.errors import UserError
+from slidesparse.core.metrics import within_noise
 from slidesparse.report import frames
 
 LANGS = ("en", "zh")
@@ -69,10 +70,19 @@ def _num(v: Any, digits: int = 2) -> str:
     return f"{v:,.{digits}f}"
 
 
-def _speedup(s: float | None, suspect: bool) -> str:
-    if s is None or (isinstance(s, float) and math.isnan(s)):
+def _speedup(
+    s: float | None, suspect: bool, lo: float | None = None, hi: float | None = None
+) -> str:
+    """``1.23``, with its 95% interval ``1.23 (1.20–1.26)`` where it has one, ``~`` in front
+    where that interval holds 1.0; a suspect value as ``(1.23)†`` (not a result, so no
+    interval)."""
+    if not frames.present(s):
         return "-"
-    return f"({s:.2f})†" if suspect else f"{s:.2f}"
+    if suspect:
+        return f"({s:.2f})†"
+    if not (frames.present(lo) and frames.present(hi)):
+        return f"{s:.2f}"
+    return f"{'~' if within_noise(lo, hi) else ''}{s:.2f} ({lo:.2f}–{hi:.2f})"
 
 
 def _pass_cell(ok: int, measured: int, skipped: int, icon: bool = True) -> str:

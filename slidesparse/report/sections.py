@@ -207,25 +207,33 @@ def _sums(f: pd.DataFrame) -> tuple[int, int, int]:
 # ---------------------------------------------------------------------- kernel report
 
 
-def _speedup_table(frame: pd.DataFrame, keys: list[str], lat_col: str, lat_fmt) -> dict | None:
-    """Rows = ``keys`` values (sorted), then the baseline column, then one column per pattern."""
+def _speedup_table(
+    frame: pd.DataFrame, keys: list[str], lat_col: str, lat_fmt, intervals: bool = True
+) -> dict | None:
+    """Rows = ``keys`` values (sorted), then the baseline column, then one column per pattern
+    (with the speedups' intervals where the frame has them and ``intervals`` is set)."""
     if frame.empty:
         return None
     patterns = frames.order_patterns(frame["sparsity"])
+
+    def cell(r) -> str:
+        bounds = (getattr(r, "speedup_lo", None), getattr(r, "speedup_hi", None))
+        return _speedup(r.speedup, r.suspect, *(bounds if intervals else ()))
+
     rows = []
     for key, sub in frame.groupby(keys, sort=True):
         by_p = {r.sparsity: r for r in sub.itertuples()}
         rows.append(
             [str(k) for k in key]
             + [lat_fmt(sub[lat_col].iloc[0])]
-            + [_speedup(by_p[p].speedup, by_p[p].suspect) if p in by_p else "-" for p in patterns]
+            + [cell(by_p[p]) if p in by_p else "-" for p in patterns]
         )
     ideal = [_num(metrics.ideal(p)) for p in patterns]
     return {"patterns": patterns, "ideal": ["@ideal"] + [""] * len(keys) + ideal, "rows": rows}
 
 
 def _eff_table(eff: pd.DataFrame, keys: list[str], lat_col: str, lat_fmt) -> dict | None:
-    table = _speedup_table(eff, keys, lat_col, lat_fmt)
+    table = _speedup_table(eff, keys, lat_col, lat_fmt, intervals=False)
     if table:  # the bound of Eff_L is 1.00 for every pattern
         table["ideal"] = ["@eff_ideal"] + [""] * len(keys) + ["1.00"] * len(table["patterns"])
     return table
@@ -275,8 +283,19 @@ def kernel_context(cells: pd.DataFrame, out: Path, stem: str, plots: bool, cpu: 
     return {
         "sections": sections,
         "suspect": suspect,
+        **_interval_counts(sp, totals),
         "conclusions": _kernel_conclusions(sp, totals),
         "quant": _quant_context(cells),
+    }
+
+
+def _interval_counts(sp: pd.DataFrame, totals: pd.DataFrame) -> dict:
+    """How many of the tables' kernel speedups (square GEMMs, model totals; suspect ones are
+    shown without) carry an interval, and how many of those intervals hold 1.0."""
+    shown = [f[~f["suspect"].astype(bool)] for f in (sp[sp["mode"] == "square"], totals)]
+    return {
+        "intervals": sum(int(f["speedup_lo"].notna().sum()) for f in shown),
+        "noise": sum(int(f["noise"].astype(bool).sum()) for f in shown),
     }
 
 
@@ -424,6 +443,7 @@ def cross_context(
         "appendix": appendix,
         "figures": figures,
         "suspect": int(sp["suspect"].sum() + totals["suspect"].sum() + e2e["suspect"].sum()),
+        **_interval_counts(sp, totals),
     }
 
 

@@ -2,8 +2,12 @@
 
 * Kernel speedup: for one (GPU, mode, model, layer, dtype, M) the dense baseline is the
   fastest ok ``dense`` row, whatever its backend; each pattern's latency is its fastest ok
-  row; speedup = dense latency / pattern latency. A model total sums the four layers at the
-  same M, only where all four exist on both sides.
+  row; speedup = dense latency / pattern latency. Where that pattern row was timed
+  interleaved with the baseline's backend (the kernel-gemm task's ``extra``), its own median
+  per-round ratio is the speedup instead, with its 95% interval (``speedup_lo``/``_hi``;
+  ``noise`` where it holds 1.0). A model total sums the four layers at the same M, only where
+  all four exist on both sides; its interval combines the layers' where all four have one
+  (:func:`slidesparse.core.metrics.total_speedup`).
 * End-to-end speedup: sparse tokens/s over the dense tokens/s of the same (GPU, stage,
   model, dtype, M); also over vLLM's CUTLASS path where that was measured.
 * A speedup above the ideal bound L/(L-2) by more than 3% marks the baseline as suspect: it
@@ -37,10 +41,11 @@ def kernel_speedups(cells: pd.DataFrame) -> pd.DataFrame:
     """Per-layer (or square) kernel speedups over the strongest dense baseline.
 
     Columns: gpu_tag, mode, model, layer, dtype, M, N, K, sparsity, dense_latency_us,
-    dense_backend, latency_us, backend, speedup, ideal, suspect.
+    dense_backend, latency_us, backend, speedup, speedup_lo, speedup_hi (NaN: no interval),
+    ideal, suspect, noise.
     """
     cols = [*_KGROUP, "sparsity", "dense_latency_us", "dense_backend", "latency_us"]
-    cols += ["backend", "speedup", "ideal", "suspect"]
+    cols += ["backend", "speedup", *_INTERVAL, "ideal", "suspect", "noise"]
     if cells.empty:
         return pd.DataFrame(columns=cols)
     ok = cells[(cells["task"] == "kernel-gemm") & (cells["status"] == "ok")]
@@ -51,35 +56,65 @@ def kernel_speedups(cells: pd.DataFrame) -> pd.DataFrame:
         columns={"latency_us": "dense_latency_us", "backend": "dense_backend"}
     )
     sparse = _fastest(ok[ok["sparsity"] != "dense"], [*_KGROUP, "sparsity"])
-    sparse = sparse[[*_KGROUP, "sparsity", "latency_us", "backend"]]
+    extra = [
+        extra_dict(e) for e in (sparse["extra"] if "extra" in sparse else [None] * len(sparse))
+    ]
+    sparse = sparse[[*_KGROUP, "sparsity", "latency_us", "backend"]].assign(
+        _paired=[_float(e.get("speedup_vs_dense")) for e in extra],
+        _paired_with=[e.get("dense_backend") for e in extra],
+        speedup_lo=[_float(e.get("speedup_lo")) for e in extra],
+        speedup_hi=[_float(e.get("speedup_hi")) for e in extra],
+    )
     out = dense.merge(sparse, on=_KGROUP, how="inner")
-    return _with_speedup(out, out["dense_latency_us"] / out["latency_us"])[cols]
+    paired = (out["_paired_with"] == out["dense_backend"]) & out[_INTERVAL].notna().all(axis=1)
+    out.loc[~paired, _INTERVAL] = np.nan
+    speedup = (out["dense_latency_us"] / out["latency_us"]).where(~paired, out["_paired"])
+    return _with_speedup(out, speedup)[cols]
+
+
+_INTERVAL = ["speedup_lo", "speedup_hi"]
 
 
 def _with_speedup(frame: pd.DataFrame, speedup: pd.Series) -> pd.DataFrame:
     frame = frame.assign(speedup=speedup.astype(float))
+    for c in _INTERVAL:
+        frame[c] = frame[c].astype(float) if c in frame else np.nan
     frame["ideal"] = [metrics.ideal(p) for p in frame["sparsity"]]
     suspect = [
         metrics.is_suspect(s, p) for s, p in zip(frame["speedup"], frame["sparsity"], strict=True)
     ]
     frame["suspect"] = pd.Series(suspect, index=frame.index, dtype=bool)
+    noise = [
+        metrics.within_noise(lo, hi)
+        for lo, hi in zip(frame["speedup_lo"], frame["speedup_hi"], strict=True)
+    ]
+    frame["noise"] = pd.Series(noise, index=frame.index, dtype=bool)
     return frame.reset_index(drop=True)
 
 
 def model_totals(speedups: pd.DataFrame) -> pd.DataFrame:
-    """Model-total speedups: the four layer latencies summed at the same M, both sides."""
+    """Model-total speedups: the four layer latencies summed at the same M, both sides; where
+    every layer has an interleaved speedup, the layers' speedups and intervals combined."""
     group = ["gpu_tag", "model", "dtype", "M", "sparsity"]
-    cols = [*group, "dense_latency_us", "latency_us", "speedup", "ideal", "suspect"]
+    cols = [*group, "dense_latency_us", "latency_us", "speedup", *_INTERVAL, "ideal", "suspect"]
+    cols += ["noise"]
     model = speedups[speedups["mode"] == "model"]
-    if model.empty:
+    out = []
+    for key, g in model.groupby(group, sort=False):
+        if not set(g["layer"]) >= set(LAYERS):
+            continue
+        dense, lat = g["dense_latency_us"].sum(), g["latency_us"].sum()
+        row = dict(zip(group, key, strict=True), dense_latency_us=dense, latency_us=lat)
+        row["speedup"] = dense / lat
+        if g[_INTERVAL].notna().all(axis=None):
+            d = g["dense_latency_us"].tolist()
+            for c in ("speedup", *_INTERVAL):
+                row[c] = metrics.total_speedup(d, g[c].tolist())
+        out.append(row)
+    if not out:
         return pd.DataFrame(columns=cols)
-    agg = model.groupby(group, sort=False).agg(
-        dense_latency_us=("dense_latency_us", "sum"),
-        latency_us=("latency_us", "sum"),
-        layers=("layer", lambda s: frozenset(s)),
-    )
-    agg = agg[agg["layers"].map(lambda s: s >= set(LAYERS))].reset_index()
-    return _with_speedup(agg, agg["dense_latency_us"] / agg["latency_us"])[cols]
+    f = pd.DataFrame(out)
+    return _with_speedup(f, f["speedup"])[cols]
 
 
 def incomplete_totals(speedups: pd.DataFrame) -> list[dict]:

@@ -80,6 +80,10 @@ SCHEMA = pa.schema(
         ("latency_p75_us", _F64),
         ("latency_min_us", _F64),
         ("n_samples", _I64),
+        # Half the 95% confidence interval of the median over the median (core/timing.py), and
+        # whether it reached the measurement's target before the time cap (null: fixed count).
+        ("latency_spread", _F64),
+        ("spread_met", pa.bool_()),
         ("tops", _F64),  # tera-ops/s (TFLOPS for float dtypes)
         ("gbps", _F64),  # achieved GB/s for memory-bound kernels
         ("tokens_per_s", _F64),

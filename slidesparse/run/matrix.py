@@ -8,6 +8,11 @@ of blocks; each block names a task and the axes whose cartesian product it cover
       - task: kernel-gemm
         axes: {mode: [square], backend: [cpu-ref], dtype: [int8], sparsity: [dense, 2_8], M: [64]}
 
+A block may also set ``timeout_s`` (seconds per cell) and ``target_spread``: the relative
+spread of the median every adaptive timing of its cells aims for (:mod:`slidesparse.core.timing`;
+default 0.01); a top-level ``target_spread`` sets it for every block that names none. Neither
+is part of a cell's identity.
+
 The axes of a block are validated against the model its task registered
 (:mod:`slidesparse.tasks`); this module knows no task by name. Unknown keys, typos and bad
 values are :class:`~slidesparse.core.errors.UserError` naming the file, the key and the
@@ -33,6 +38,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from slidesparse.core.errors import UserError
 from slidesparse.tasks import get_task, task_names
 
+# A relative spread: 0.01 is ±1% of the median.
+TargetSpread = Annotated[float, Field(gt=0, lt=1)]
+
 
 class _BlockFile(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -40,6 +48,7 @@ class _BlockFile(BaseModel):
     task: str
     name: str | None = None
     timeout_s: Annotated[float, Field(gt=0)] | None = None
+    target_spread: TargetSpread | None = None
     axes: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -47,17 +56,19 @@ class _MatrixFile(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     description: str = ""
+    target_spread: TargetSpread | None = None
     blocks: Annotated[list[_BlockFile], Field(min_length=1)]
 
 
 @dataclass(frozen=True)
 class Block:
-    """One validated block: its task, label, timeout override and typed axes."""
+    """One validated block: its task, label, timeout override, typed axes and spread target."""
 
     task: str
     name: str | None
     timeout_s: float | None
     axes: Any  # the task's axes model; .points() yields cell params
+    target_spread: float | None = None  # None: the task context's default
 
 
 @dataclass(frozen=True)
@@ -78,6 +89,7 @@ class Cell:
     timeout_s: float | None = None  # None: the task's registered default
     skip_reason: str | None = None  # set by the per-GPU rules: recorded skipped, never run
     block: str = ""
+    target_spread: float | None = None  # None: the task context's default
 
     @property
     def group_key(self) -> str:
@@ -165,7 +177,7 @@ def load_yaml(text: str) -> Any:
     return yaml.load(text, Loader=_Loader)
 
 
-def _block(source: str, i: int, raw: _BlockFile) -> Block:
+def _block(source: str, i: int, raw: _BlockFile, target_spread: float | None) -> Block:
     if raw.task not in task_names():
         names = ", ".join(repr(n) for n in task_names())
         raise UserError(f"{source}: blocks.{i}.task: unknown task {raw.task!r}; valid: {names}")
@@ -186,7 +198,8 @@ def _block(source: str, i: int, raw: _BlockFile) -> Block:
             "implements any of its sparsities (dense backends pair with 'dense', sparse "
             "ones with 2_L)"
         )
-    return Block(raw.task, raw.name, raw.timeout_s, axes)
+    spread = raw.target_spread if raw.target_spread is not None else target_spread
+    return Block(raw.task, raw.name, raw.timeout_s, axes, spread)
 
 
 def parse_matrix(text: str, source: str = "<matrix>") -> Matrix:
@@ -207,7 +220,7 @@ def parse_matrix(text: str, source: str = "<matrix>") -> Matrix:
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]["loc"]
         raise UserError(format_errors(source, exc, allowed=_file_keys(first))) from None
-    blocks = [_block(source, i, b) for i, b in enumerate(raw.blocks)]
+    blocks = [_block(source, i, b, raw.target_spread) for i, b in enumerate(raw.blocks)]
     return Matrix(raw.description, blocks)
 
 
@@ -252,7 +265,8 @@ def expand(matrix: Matrix) -> list[Cell]:
         label = block.name or f"blocks.{i}"
         for params in block.axes.points():
             cid = cell_id(block.task, params)
-            cells.setdefault(cid, Cell(block.task, params, cid, block.timeout_s, None, label))
+            cell = Cell(block.task, params, cid, block.timeout_s, None, label, block.target_spread)
+            cells.setdefault(cid, cell)
     return list(cells.values())
 
 

@@ -69,13 +69,14 @@ class _Worker:
         self.state = "starting"
         self.deadline = time.monotonic() + _STARTUP_TIMEOUT_S
 
-    def send(self, cell: Cell, timeout_s: float) -> None:
+    def send(self, cell: Cell, timeout_s: float, target_spread: float | None = None) -> None:
         spec = get_task(cell.task)
         msg = {
             "op": "run",
             "cell_id": cell.cell_id,
             "task": cell.task,
             "params": cell.params,
+            "target_spread": target_spread,
             "module": spec.module,
             "source": spec.source,
         }
@@ -192,6 +193,10 @@ def _timeout(cell: Cell, override: float | None) -> float:
     return get_task(cell.task).default_timeout_s
 
 
+def _target_spread(cell: Cell, override: float | None) -> float | None:
+    return override if override is not None else cell.target_spread
+
+
 def _setup_groups(cells: list[Cell]) -> OrderedDict[str, deque[Cell]]:
     """Cells grouped by their task's setup key, groups in first-seen order.
 
@@ -220,6 +225,7 @@ class PoolConfig:
     log_dir: Path  # per-worker stderr logs
     run_id: str
     timeout_s: float | None = None  # overrides every cell's timeout
+    target_spread: float | None = None  # overrides every cell's spread target
     tick_s: float = 1.0  # longest wait between calls of ``on_tick``
 
 
@@ -289,7 +295,11 @@ def dispatch(
                     cell = next_cell(w)
                     if cell is not None:
                         event("cell_start", cell_id=cell.cell_id, slot=w.slot)
-                        w.send(cell, _timeout(cell, config.timeout_s))
+                        w.send(
+                            cell,
+                            _timeout(cell, config.timeout_s),
+                            _target_spread(cell, config.target_spread),
+                        )
                 elif w.state == "down" and (groups or any(o.group for o in workers)):
                     start(w)
             now = time.monotonic()

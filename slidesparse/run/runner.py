@@ -48,6 +48,7 @@ class RunOptions:
     retry_skipped: bool = False
     rerun_all: bool = False
     timeout_s: float | None = None  # overrides every cell's timeout
+    target_spread: float | None = None  # overrides every cell's spread target (core/timing.py)
     machine_file: Path | None = None  # use this machine record instead of detecting
     flush_interval_s: float = 1.0
     flush_rows: int = 500
@@ -418,6 +419,7 @@ def _run_locked(plan: Plan, options: RunOptions, progress, store: Store) -> RunS
                 log_dir=store_.runs_dir(machine.gpu_tag),
                 run_id=run_id,
                 timeout_s=options.timeout_s,
+                target_spread=options.target_spread,
                 tick_s=options.flush_interval_s,
             )
             dispatch(

@@ -2,7 +2,8 @@
 
 Started as ``python -m slidesparse.run.worker`` with ``CUDA_VISIBLE_DEVICES`` pinned to one GPU
 and its configuration in the ``SLIDESPARSE_WORKER`` environment variable (JSON). Protocol,
-one JSON object per line: the runner writes ``{"op": "run", "cell_id", "task", "params"}``
+one JSON object per line: the runner writes ``{"op": "run", "cell_id", "task", "params",
+"target_spread"}``
 (or ``{"op": "exit"}``) to stdin; the worker answers ``{"op": "ready"}`` once, then one
 ``{"op": "result", ...}`` per cell on a private copy of its original stdout. File
 descriptor 1 is pointed at stderr (the runner's per-worker log), so whatever a task prints
@@ -14,6 +15,7 @@ A cell whose failure leaves the CUDA context unusable (a sticky error) is answer
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -51,6 +53,9 @@ def run_cell(msg: dict[str, Any], ctx) -> dict[str, Any]:
     started = datetime.now(UTC)
     t0 = time.perf_counter()
     result: dict[str, Any] = {"op": "result", "cell_id": msg["cell_id"], "rows": []}
+    if msg.get("target_spread") is not None:
+        # A copy for this cell only; the memo is the same dict, so warm setup is kept.
+        ctx = dataclasses.replace(ctx, target_spread=msg["target_spread"])
     try:
         if msg.get("module"):
             load_task_module(msg["module"], msg.get("source"))

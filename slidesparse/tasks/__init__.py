@@ -11,6 +11,9 @@ A task is a function ``run(params, ctx) -> list[dict]`` registered with :func:`r
   (recorded ``skipped`` with the reason), anything else for a failure.
 * Expensive setup (pruned/compressed weights, searched algorithms) goes in ``ctx.memo``, which
   lives as long as the worker process; cells with the same ``setup_key`` run back to back.
+* Every timed measurement a row reports samples adaptively to ``ctx.target_spread``
+  (:mod:`slidesparse.core.timing`): the matrix or the run sets it per cell, never the params,
+  so a cell's identity does not depend on how precisely it was measured.
 
 The registration carries the rest of the task's metadata (whether a cell needs a GPU, its
 ``mode`` column, default timeout, the dtype the capability rule checks, its predicted memory
@@ -32,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from slidesparse.core.errors import UserError
+from slidesparse.core.timing import DEFAULT_TARGET
 
 __all__ = ["TaskContext", "TaskSpec", "get_task", "load_task_module", "register_task", "task_names"]
 
@@ -44,6 +48,8 @@ class TaskContext:
     gpu_tag: str
     cache_dir: Path  # per-GPU-tag cache: searched algorithms, tuned configs, prepared weights
     memo: dict[str, Any] = field(default_factory=dict)  # worker-lifetime reuse
+    # Relative spread of the median every adaptive timing of the cell aims for.
+    target_spread: float = DEFAULT_TARGET
 
 
 TaskFn = Callable[[Mapping[str, Any], TaskContext], list[dict]]

@@ -14,9 +14,10 @@ where vLLM is installed and skipped with that reason elsewhere.
 M follows the seeds' vLLM runs: prefill at M is ceil(M/1024) sequences of min(M, 1024)
 tokens in one forward; decode at M is M concurrent sequences of a 16-token prompt and 256
 new tokens, timed as whole requests (prompt and new tokens over the elapsed time, vLLM's
-definition of tokens/s). Every row keeps the median with p25/p75, the share of the step
-spent in the linear layers (the same step's linears timed alone), peak memory and the
-engine's configuration.
+definition of tokens/s). Every row keeps the median with p25/p75, the samples taken, the
+spread of the median reached against ``ctx.target_spread`` (adaptive timing), the share of
+the step spent in the linear layers (the same step's linears timed alone), peak memory and
+the engine's configuration.
 
 One engine per (model, dtype, pattern) is built per worker and shared by the prefill and
 decode cells that follow it (they share a setup key); building another frees it first.
@@ -31,6 +32,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BeforeValidator, PositiveInt
 
 from slidesparse.core.errors import Unsupported
+from slidesparse.core.timing import DEFAULT_TARGET
 from slidesparse.engine.sizing import CELL_TIMING, DECODE_NEW
 from slidesparse.tasks import TaskContext, register_task
 from slidesparse.tasks.axes import Axes, Sparsity, axis, product
@@ -160,9 +162,17 @@ def _engine(params: Mapping[str, Any], ctx: TaskContext):
     return eng
 
 
-def engine_row(eng, phase: str, M: int, device: str, new_tokens: int = DECODE_NEW) -> dict:
+def engine_row(
+    eng,
+    phase: str,
+    M: int,
+    device: str,
+    new_tokens: int = DECODE_NEW,
+    target_spread: float = DEFAULT_TARGET,
+) -> dict:
     """The result row of one engine cell: measure ``phase`` at ``M`` the seeds' way
-    (``new_tokens`` per decode request: 256 in the matrix)."""
+    (``new_tokens`` per decode request: 256 in the matrix), every timing adaptive to
+    ``target_spread``."""
     from slidesparse import __version__
     from slidesparse.engine.bench import measure
 
@@ -173,6 +183,7 @@ def engine_row(eng, phase: str, M: int, device: str, new_tokens: int = DECODE_NE
         device=device,
         decode_steps=new_tokens - 1,
         whole_request=True,
+        target_spread=target_spread,
         **CELL_TIMING[phase],
     )
     info = eng.info
@@ -197,6 +208,8 @@ def engine_row(eng, phase: str, M: int, device: str, new_tokens: int = DECODE_NE
         "latency_p25_us": r["tokens_per_s"] / r["tokens_per_s_p75"] * step_us,
         "latency_p75_us": r["tokens_per_s"] / r["tokens_per_s_p25"] * step_us,
         "n_samples": r["n_samples"],
+        "latency_spread": r["latency_spread"],
+        "spread_met": r["spread_met"],
         "timer": r["timer"],
         "elapsed_s": elapsed,
         "requests_per_s": batch / elapsed,
@@ -206,6 +219,7 @@ def engine_row(eng, phase: str, M: int, device: str, new_tokens: int = DECODE_NE
         "num_prompts": batch,
         "extra": {
             **{k: r.get(k) for k in extra_keys},
+            "target_spread": target_spread,
             "engine": {
                 "version": __version__,
                 "linear": info.backend,
@@ -213,6 +227,8 @@ def engine_row(eng, phase: str, M: int, device: str, new_tokens: int = DECODE_NE
                 "weights": info.weights,
                 "fused": bool(eng.model.fused),
                 "cuda_graphs": bool(eng.use_graphs),
+                # Quant / dequant launches on untuned configs so far in this worker.
+                "untuned_kernels": _untuned(),
                 "batch": batch,
                 "seq_len": prompt,
                 "new_tokens": new,
@@ -220,6 +236,12 @@ def engine_row(eng, phase: str, M: int, device: str, new_tokens: int = DECODE_NE
             },
         },
     }
+
+
+def _untuned() -> dict[str, str]:
+    from slidesparse.kernels import tuning
+
+    return tuning.untuned_launches()
 
 
 def _run(phase: str, params: Mapping[str, Any], ctx: TaskContext) -> list[dict]:
@@ -231,7 +253,8 @@ def _run(phase: str, params: Mapping[str, Any], ctx: TaskContext) -> list[dict]:
         # The engine runs on a CPU for its correctness tests; a CPU timing of a GPU
         # engine (quant kernels in Triton's interpreter) measures nothing worth a row.
         raise Unsupported("no CUDA device")
-    row = engine_row(_engine(params, ctx), phase, int(params["M"]), ctx.device)
+    eng = _engine(params, ctx)
+    row = engine_row(eng, phase, int(params["M"]), ctx.device, target_spread=ctx.target_spread)
     # The cell's own model value (a folder's path), so its rows share the cell's identity.
     cell = {"model": params["model"], "dtype": params["dtype"]}
     return [{**row, **cell, "sparsity": params.get("sparsity", "dense")}]

@@ -5,6 +5,11 @@ returns its rows; :func:`speedup_table` turns rows into the comparison the paper
 per layer and model total, the dense latency (the strongest dense backend measured in the
 same run), each pattern's latency, speedup, ideal bound L/(L-2), % of bound, efficiency vs
 2_4 (docs/method.md, "GEMM backends and baselines") and achieved TOPS against the dense peak.
+
+Dense cells run first; each sparse cell then re-times the strongest dense call interleaved
+with its own (the kernel-gemm task), so its speedup is the median per-round ratio with a 95%
+interval, not a ratio of two cells timed minutes apart at different clocks. A speedup whose
+interval holds 1.0 is marked as within noise.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from pathlib import Path
 
 from slidesparse.core import metrics
 from slidesparse.core.errors import Unsupported
+from slidesparse.core.timing import DEFAULT_TARGET
 
 # Published H100 PCIe model-total speedups (docs/method.md, "Published figures"):
 # (setting) -> {pattern: x}.
@@ -40,9 +46,9 @@ class BenchPlan:
     sparse_backends: tuple[str, ...]
 
     def cells(self) -> list[dict]:
-        """Task params: per dtype, the dense cells first (sparse rows are checked against
-        them), then each (pattern, backend) over every M, so a prepared weight is reused
-        across M before the worker's memo evicts it."""
+        """Task params: per dtype, the dense cells first (each sparse cell re-times the
+        strongest of them interleaved with its own), then each (pattern, backend) over every
+        M, so a prepared weight is reused across M before the worker's memo evicts it."""
         out = []
         mode = {"mode": "model", "model": self.model} if self.model else {"mode": "square"}
         for dtype in self.dtypes:
@@ -94,9 +100,13 @@ def _ok(rows: Iterable[dict]) -> list[dict]:
 def speedup_table(rows: list[dict], peaks: dict[str, float] | None = None) -> list[dict]:
     """One line per (dtype, M, layer, pattern) with dense latency, speedup and bounds.
 
-    The dense latency is the fastest correct dense row of the same (dtype, M, layer): the
-    strongest baseline measured in the same run. The sparse latency is the fastest correct
-    sparse backend's. ``peaks`` maps dtype -> dense peak TOPS for the "% of peak" column.
+    The baseline is the fastest correct dense row of the same (dtype, M, layer): the
+    strongest measured in the same run. The sparse latency is the fastest correct sparse
+    backend's. Where that sparse row was timed interleaved with the baseline's backend, its
+    speedup is the pair's (median ratio, with ``speedup_lo``/``speedup_hi`` its 95% interval,
+    ``noise`` when that holds 1.0) and ``dense_us`` the dense side of the pair; otherwise the
+    ratio of the two rows' medians, without an interval. ``peaks`` maps dtype -> dense peak
+    TOPS for the "% of peak" column.
     """
     ok = [r for r in _ok(rows) if r.get("correct", True)]
     dense: dict[tuple, dict] = {}
@@ -122,11 +132,14 @@ def speedup_table(rows: list[dict], peaks: dict[str, float] | None = None) -> li
             "tops": r.get("tops"),
         }
         if d is not None:
-            sp = metrics.speedup(d["latency_us"], r["latency_us"])
+            sp, lo, hi, dense_us = _paired(r, d)
             line |= {
-                "dense_us": d["latency_us"],
+                "dense_us": dense_us,
                 "dense_backend": d["backend"],
                 "speedup": sp,
+                "speedup_lo": lo,
+                "speedup_hi": hi,
+                "noise": metrics.within_noise(lo, hi),
                 "pct_of_bound": metrics.pct_of_bound(sp, pattern),
                 "suspect": metrics.is_suspect(sp, pattern),
                 "dense_tops": d.get("tops"),
@@ -143,6 +156,15 @@ def speedup_table(rows: list[dict], peaks: dict[str, float] | None = None) -> li
     return out
 
 
+def _paired(sparse: dict, dense: dict) -> tuple[float, float | None, float | None, float]:
+    """(speedup, lo, hi, dense µs) of a sparse row over a dense row (see speedup_table)."""
+    e = sparse.get("extra") or {}
+    if e.get("speedup_lo") is not None and e.get("dense_backend") == dense["backend"]:
+        return e["speedup_vs_dense"], e["speedup_lo"], e["speedup_hi"], e["dense_latency_us"]
+    speedup = metrics.speedup(dense["latency_us"], sparse["latency_us"])
+    return speedup, None, None, dense["latency_us"]
+
+
 _PATTERN_ORDER = {f"2_{L}": L for L in range(4, 17, 2)} | {"2_inf": 99}
 _LAYER_ORDER = {"qkv": 0, "o": 1, "gate_up": 2, "down": 3, "total": 4}
 
@@ -153,22 +175,36 @@ def _order(item):
 
 
 def format_table(lines: list[dict]) -> str:
-    """A plain-text table of :func:`speedup_table` lines."""
+    """A plain-text table of :func:`speedup_table` lines: the speedup with its 95% interval
+    where it has one, flagged ``~1.0 (within noise)`` where that interval holds 1.0."""
     head = (
         f"{'dtype':5} {'M':>6} {'layer':8} {'pat':6} {'dense_us':>10} {'sparse_us':>10} "
-        f"{'speedup':>7} {'ideal':>5} {'%bound':>6} {'eff24':>5} {'TOPS':>7} {'dTOPS':>7} flag"
+        f"{'speedup (95% CI)':>21} {'ideal':>5} {'%bound':>6} {'eff24':>5} {'TOPS':>7} "
+        f"{'dTOPS':>7} flag"
     )
     out = [head]
     for x in lines:
+        flags = ["SUSPECT"] if x.get("suspect") else []
+        flags += ["~1.0 (within noise)"] if x.get("noise") else []
+        speedup = format_speedup(x.get("speedup"), x.get("speedup_lo"), x.get("speedup_hi"))
         out.append(
             f"{x['dtype']:5} {x['M']:>6} {x['layer']:8} {x['pattern']:6} "
             f"{_f(x.get('dense_us'), 10, 1)} {_f(x.get('sparse_us'), 10, 1)} "
-            f"{_f(x.get('speedup'), 7, 3)} {_f(x.get('ideal'), 5, 2)} "
+            f"{speedup:>21} {_f(x.get('ideal'), 5, 2)} "
             f"{_f(x.get('pct_of_bound'), 6, 1)} {_f(x.get('eff_vs_2_4'), 5, 2)} "
             f"{_f(x.get('tops'), 7, 0)} {_f(x.get('dense_tops'), 7, 0)} "
-            f"{'SUSPECT' if x.get('suspect') else ''}"
+            f"{', '.join(flags)}".rstrip()
         )
     return "\n".join(out)
+
+
+def format_speedup(speedup: float | None, lo: float | None, hi: float | None) -> str:
+    """``1.234 (1.201–1.262)``; the bare value without an interval; ``-`` without a value."""
+    if speedup is None:
+        return "-"
+    if lo is None or hi is None:
+        return f"{speedup:.3f}"
+    return f"{speedup:.3f} ({lo:.3f}–{hi:.3f})"
 
 
 def _f(v, w: int, d: int) -> str:
@@ -216,8 +252,9 @@ def searched_call(ctx, backend: str, dtype: str, pattern, N: int, K: int, M: int
     return be.make_call(w, inp, config), be.describe(w, config)
 
 
-def bench_context(cache_dir: Path | None = None):
-    """A TaskContext for in-process benchmarking on this machine (GPU when there is one)."""
+def bench_context(cache_dir: Path | None = None, *, target_spread: float = DEFAULT_TARGET):
+    """A TaskContext for in-process benchmarking on this machine (GPU when there is one),
+    timing to ``target_spread``."""
     import torch
 
     from slidesparse.core.hardware import gpu_tag
@@ -226,4 +263,6 @@ def bench_context(cache_dir: Path | None = None):
     device = "cuda" if torch.cuda.is_available() else "cpu"
     tag = gpu_tag()
     root = cache_dir or Path.home() / ".cache" / "slidesparse"
-    return TaskContext(device=device, gpu_tag=tag, cache_dir=Path(root) / tag)
+    return TaskContext(
+        device=device, gpu_tag=tag, cache_dir=Path(root) / tag, target_spread=target_spread
+    )

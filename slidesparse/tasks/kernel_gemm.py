@@ -13,8 +13,15 @@ Params (missing ones take the defaults below):
 Weights are generated, pruned, slid and prepared (compressed) once per (backend, N, K,
 pattern, dtype) and kept in ``ctx.memo``; the searched algorithm is kept in the GPU tag's
 search cache. Every configuration is checked against the fp64 product of the pruned dense
-operands before it is timed. Sparse rows are flagged ``baseline_suspect`` when their speedup
-over the dense latency of the same shape (from ``ctx.memo``) beats L/(L-2) by more than 3%.
+operands before it is timed.
+
+Timing is adaptive to ``ctx.target_spread`` (rows: ``n_samples``, ``latency_spread``,
+``spread_met``). A sparse cell whose dense twin (same dtype, out_dtype, M, N, K) ran earlier
+in this worker times the strongest such dense call interleaved with its own
+(:func:`slidesparse.core.timing.time_pair`): ``extra`` gets the median per-round speedup
+``speedup_vs_dense``, its 95% interval ``speedup_lo``/``speedup_hi``, ``speedup_spread``,
+``dense_latency_us`` and ``dense_backend``, and ``baseline_suspect`` flags a speedup beyond
+L/(L-2) by more than 3% (None without a dense twin).
 """
 
 from __future__ import annotations
@@ -39,9 +46,9 @@ from slidesparse.tasks.axes import Axes, GemmDtype, ModelName, Sparsity, axis
 
 # Raw GEMM outputs this task can ask a backend for.
 _OUT_DTYPES = ("fp16", "bf16", "int32", "fp32")
-# Timing budgets per configuration, in µs: enough samples for a stable median, bounded so a
-# model sweep stays within minutes.
-_BUDGET = {"cpu": (300_000.0, 3, 30), "cuda": (150_000.0, 10, 100)}
+# Adaptive timing of a row: the caps bound a model sweep's worst case (a GPU GEMM usually
+# meets 1% long before; CPU reference GEMMs rarely do, so the smoke preset stays short).
+_SAMPLING = {"cpu": {"min_samples": 5, "max_s": 0.3}, "cuda": {"min_samples": 10, "max_s": 1.0}}
 # Per search round (the full trial runs _SEARCH_ROUNDS interleaved rounds, see search()).
 _SEARCH_BUDGET = {"cpu": (50_000.0, 1, 3), "cuda": (8_000.0, 2, 5)}
 _SEARCH_ROUNDS = {"cpu": 1, "cuda": 3}
@@ -114,6 +121,10 @@ def _checks(spec_name: str, device: str, cc) -> dict:
         from slidesparse.native import ops
 
         checks["extension_error"] = ops.load_error()
+    if spec.needs_cutlass and device == "cuda" and cc is not None:
+        from slidesparse.native import cutlass
+
+        checks["cutlass_error"] = cutlass.load_error()
     return checks
 
 
@@ -122,6 +133,15 @@ def default_backend(device: str, pattern) -> str:
     if device != "cuda":
         return "cpu-ref"
     return "cublaslt" if pattern.is_dense else "cusparselt"
+
+
+def default_out_dtype(backend: str, dtype: str) -> str:
+    """The raw output a cell without ``out_dtype`` writes: the dtype's default, or the
+    backend's own where it cannot write that (CUTLASS's fused-scale GEMMs write bf16 only)."""
+    default = dtypes.DEFAULT_OUT_DTYPE[dtype]
+    known = backend in gemm.backend_names()
+    outs = getattr(gemm.get_spec(backend).cls, "out_dtypes", {}).get(dtype, ()) if known else ()
+    return default if not outs or default in outs else outs[0]
 
 
 def _lru(memo: dict, name: str, limit: int) -> OrderedDict:
@@ -221,11 +241,12 @@ def run_gemm(ctx: TaskContext, *, spec, backend, dtype, out_dtype, pattern, M, N
     correct, max_err = operands.compare(out, ref, rows, out_dtype, abs_ref, operands.ACC_EPS[dtype])
     del out, ref, abs_ref
 
-    budget, lo, hi = _BUDGET[device]
-    first = timing.time_fn(call, device, repeats=1, warmup=1)
-    n = timing.repeats_for(first.median_us, budget_us=budget, lo=lo, hi=hi)
-    t = timing.time_fn(call, device, repeats=n, warmup=1)
-    stats = timing.summarize(t)
+    policy = timing.Adaptive(ctx.target_spread, **_SAMPLING[device])
+    dense = None if pattern.is_dense else _dense_call(ctx, dtype, out_dtype, M, N, K)
+    pair = dense and timing.time_pair(dense[0], call, device, policy)
+    stats = timing.summarize(pair.b if pair else timing.time_adaptive(call, device, policy))
+    if pair:  # the pair stopped on the ratio's spread and both latencies'
+        stats["spread_met"] = pair.met
     lat_s = stats["latency_us"] * 1e-6
     k_eff = w.K_slide if not pattern.is_dense else K
     w_bytes = N * k_eff * BYTES[dtype] * (0.5 if not pattern.is_dense else 1.0)
@@ -249,37 +270,74 @@ def run_gemm(ctx: TaskContext, *, spec, backend, dtype, out_dtype, pattern, M, N
         "split_k": None,
         "workspace_bytes": None,
         **backend.describe(w, config),
-        "extra": {"config": config, "seed": seed, "search": search_info},
-    }
-    _mark_baseline(ctx, row, pattern)
+        "extra": {"config": config, "seed": seed, "search": search_info,
+                  "target_spread": ctx.target_spread},
+    }  # fmt: skip
+    if pattern.is_dense:
+        if correct:
+            _remember_dense(ctx, row)
+        row["baseline_suspect"] = False
+    elif not pair:
+        row["baseline_suspect"] = None
+    else:
+        lo, hi = pair.ratio_ci
+        row["extra"].update(speedup_vs_dense=pair.ratio, speedup_lo=lo, speedup_hi=hi,
+                            speedup_spread=pair.spread, dense_latency_us=pair.a.median_us,
+                            dense_backend=dense[1]["backend"])  # fmt: skip
+        row["baseline_suspect"] = metrics.is_suspect(pair.ratio, pattern)
     return row
 
 
-def _mark_baseline(ctx, row: dict, pattern) -> None:
-    """Record dense latencies; flag sparse rows that beat the ideal bound by > 3%."""
-    dense = ctx.memo.setdefault("kernel-gemm.dense-latency", {})
-    key = (ctx.device, row["dtype"], row["out_dtype"], row["M"], row["N"], row["K"])
-    if pattern.is_dense:
-        if row["correct"]:
-            # The strongest dense result measured so far is the baseline.
-            dense[key] = min(dense.get(key, float("inf")), row["latency_us"])
-        row["baseline_suspect"] = False
-        return
-    base = dense.get(key)
+# ctx.memo: (device, dtype, out_dtype, M, N, K) -> how to rebuild the strongest correct dense
+# call of that shape measured in this worker. Only the recipe is kept (a few strings): its
+# weight and input come back through the LRUs above, so no operand is pinned here.
+_DENSE = "kernel-gemm.dense"
+
+
+def _remember_dense(ctx, row: dict) -> None:
+    """Keep the row's call as its shape's baseline if it is the strongest measured so far."""
+    known = ctx.memo.setdefault(_DENSE, {})
+    key = (ctx.device, *(row[c] for c in ("dtype", "out_dtype", "M", "N", "K")))
+    if key not in known or row["latency_us"] < known[key]["latency_us"]:
+        extra = row["extra"]
+        known[key] = {"backend": row["backend"], "config": extra["config"],
+                      "seed": extra["seed"], "latency_us": row["latency_us"]}  # fmt: skip
+
+
+def _dense_call(ctx, dtype, out_dtype, M, N, K):
+    """(call, recipe) of the shape's remembered dense baseline, rebuilt; None without one."""
+    from slidesparse.core.sparsity import parse_pattern
+
+    base = ctx.memo.get(_DENSE, {}).get((ctx.device, dtype, out_dtype, M, N, K))
     if base is None:
-        row["baseline_suspect"] = None
-        return
-    speedup = metrics.speedup(base, row["latency_us"])
-    row["extra"]["speedup_vs_dense"] = speedup
-    row["extra"]["dense_latency_us"] = base
-    row["baseline_suspect"] = metrics.is_suspect(speedup, pattern)
+        return None
+    dense = parse_pattern("dense")
+    spec = gemm.get_spec(base["backend"])
+    backend = gemm.make_backend(spec, ctx.device, dense)
+    seed = base["seed"]
+    _, w = _weight(ctx, backend, spec.name, dtype, out_dtype, dense, N, K, seed)
+    inp = backend.prepare_input(_activation(ctx, dtype, M, K, seed), w)
+    return backend.make_call(w, inp, base["config"]), base
 
 
 def total_row(rows: list[dict]) -> dict:
-    """The model-total row: latency stats summed over the layer rows at the same M."""
+    """The model-total row: latency stats summed over the layer rows at the same M.
+
+    Its spread is the layers' confidence half-widths summed over the summed median (the
+    widest the sum's can be); where every layer was timed interleaved with the same dense
+    backend, its speedup and interval combine the layers' (:func:`metrics.total_speedup`).
+    """
     total = {k: rows[0][k] for k in ("model", "mode", "dtype", "out_dtype", "backend", "sparsity")}
     lat = sum(r["latency_us"] for r in rows)
     flops = sum(2.0 * r["M"] * r["N"] * r["K"] for r in rows)
+    met = [r.get("spread_met") for r in rows]
+    extra = {"layers": [r["layer"] for r in rows]}
+    paired = [r["extra"] for r in rows if "speedup_lo" in r.get("extra", {})]
+    if len(paired) == len(rows) and len({e["dense_backend"] for e in paired}) == 1:
+        dense = [e["dense_latency_us"] for e in paired]
+        keys = ("speedup_vs_dense", "speedup_lo", "speedup_hi")
+        extra |= {k: metrics.total_speedup(dense, [e[k] for e in paired]) for k in keys}
+        extra |= {"dense_latency_us": sum(dense), "dense_backend": paired[0]["dense_backend"]}
     total.update(
         layer="total",
         M=rows[0]["M"],
@@ -289,12 +347,14 @@ def total_row(rows: list[dict]) -> dict:
         latency_p75_us=sum(r["latency_p75_us"] for r in rows),
         latency_min_us=sum(r["latency_min_us"] for r in rows),
         n_samples=min(r["n_samples"] for r in rows),
+        latency_spread=sum(r["latency_spread"] * r["latency_us"] for r in rows) / lat,
+        spread_met=None if None in met else all(met),
         timer=rows[0]["timer"],
         tops=flops / (lat * 1e-6) / 1e12,
         correct=all(r["correct"] for r in rows),
         max_abs_err=max(r["max_abs_err"] for r in rows),
         baseline_suspect=any(bool(r.get("baseline_suspect")) for r in rows),
-        extra={"layers": [r["layer"] for r in rows]},
+        extra=extra,
     )
     return total
 
@@ -306,6 +366,8 @@ BACKEND_KIND = {
     "torch-builtin": "dense",
     "cusparselt": "sparse",
     "torch-cslt": "sparse",
+    "cutlass": "dense",
+    "cutlass-sparse": "sparse",
 }
 
 
@@ -385,7 +447,8 @@ def _skip_reason(p: Mapping[str, Any], has_gpu: bool) -> str | None:
 
 # plan's cost model for a machine with no history: seconds per cell (search + timing), from
 # the median cells of the smoke preset on an H200; cpu-ref scales with the multiply-adds.
-_COST_S = {"cublaslt": 2.0, "cusparselt": 2.0, "torch-builtin": 0.5, "torch-cslt": 30.0}
+_COST_S = {"cublaslt": 2.0, "cusparselt": 2.0, "torch-builtin": 0.5, "torch-cslt": 30.0,
+           "cutlass": 2.0, "cutlass-sparse": 2.0}  # fmt: skip
 
 
 def _cost(p: Mapping[str, Any]) -> tuple[float, float]:
@@ -414,7 +477,8 @@ def run(params: Mapping[str, Any], ctx: TaskContext) -> list[dict]:
 
     dtype = gemm.check_dtype(str(params.get("dtype")))
     pattern = parse_pattern(params.get("sparsity") or "dense")
-    out_dtype = params.get("out_dtype") or dtypes.DEFAULT_OUT_DTYPE[dtype]
+    name = params.get("backend") or default_backend(ctx.device, pattern)
+    out_dtype = params.get("out_dtype") or default_out_dtype(name, dtype)
     if out_dtype not in _OUT_DTYPES:
         raise UserError(
             f"kernel-gemm out_dtype {out_dtype!r} is invalid; valid: {list(_OUT_DTYPES)}"
@@ -422,7 +486,6 @@ def run(params: Mapping[str, Any], ctx: TaskContext) -> list[dict]:
     seed = int(params.get("seed") or 0)
     shapes = resolve_shapes(params)
     M = params["M"]
-    name = params.get("backend") or default_backend(ctx.device, pattern)
     if not gemm.get_spec(name).needs_cuda and ctx.device != "cpu":
         # A CPU backend (cpu-ref) on a GPU worker must build its operands on the CPU and be
         # timed with perf_counter: CUDA events around CPU work measured nothing.

@@ -6,6 +6,8 @@ only, e.g. "2_8"), ``M``, ``K`` (quant kernels) or ``N`` (dequant_bias), ``in_dt
 default int32), ``out_dtype`` (int8 | fp8 for quant, default int8; bf16 | fp16 for dequant,
 default bf16).
 
+Every timing samples until the spread of its median meets ``ctx.target_spread`` (rows carry
+``n_samples``, ``latency_spread``, ``spread_met``; :mod:`slidesparse.core.timing`).
 The row carries latency stats, ``gbps`` (bytes moved / median) and in ``extra``: bytes moved,
 the launch config, ``copy_gbps`` (a device-to-device copy of the input's size, measured in the
 same worker and memoized per size) and ``pct_of_copy``; quant_slide rows also carry
@@ -153,25 +155,27 @@ def run(params: Mapping[str, Any], ctx: TaskContext) -> list[dict]:
     if importlib.util.find_spec("triton") is None:
         # Declared a dependency on Linux; elsewhere the kernels cannot run at all.
         raise Unsupported("triton is not installed (pip install triton): the quant kernels need it")
+    target = ctx.target_spread
     if ctx.device == "cpu":
-        return [_run_interpreted(case, params)]
+        return [_run_interpreted(case, params, target)]
     bench.require_cuda()
     tuning.use(ctx.gpu_tag, ctx.cache_dir)
     copy_key = f"kernel-quant:copy:{case.input_bytes}"
     if copy_key not in ctx.memo:
-        ctx.memo[copy_key] = bench.copy_gbps(case.input_bytes)
-    row = bench.bench_case(case, copy_bw=ctx.memo[copy_key])
+        ctx.memo[copy_key] = bench.copy_gbps(case.input_bytes, target=target)
+    row = bench.bench_case(case, copy_bw=ctx.memo[copy_key], target=target)
     if case.kernel == "quant_slide":
         base_case = bench.make_case("quant_only", case.M, case.size, case.in_dtype, case.out_dtype)
         base_key = f"kernel-quant:base:{base_case}"
         if base_key not in ctx.memo:
-            ctx.memo[base_key] = bench.bench_case(base_case, check=False)["latency_us"]
+            base = bench.bench_case(base_case, target=target, check=False)
+            ctx.memo[base_key] = base["latency_us"]
         row["extra"]["ratio_vs_quant_only"] = row["latency_us"] / ctx.memo[base_key]
         row["extra"]["ideal_ratio"] = case.bytes_moved() / base_case.bytes_moved()
     return [row]
 
 
-def _run_interpreted(case, params: Mapping[str, Any]) -> dict:
+def _run_interpreted(case, params: Mapping[str, Any], target: float) -> dict:
     from slidesparse.kernels import bench, numerics
 
     if not fits_interpreter(params):
@@ -181,4 +185,4 @@ def _run_interpreted(case, params: Mapping[str, Any]) -> dict:
         )
     if not numerics.interpreting():
         raise Unsupported("no CUDA device and TRITON_INTERPRET is not set: cannot run Triton")
-    return bench.bench_case_interpreted(case)
+    return bench.bench_case_interpreted(case, target=target)

@@ -106,6 +106,10 @@ def run(params: Mapping[str, Any], ctx: TaskContext) -> list[dict]:
             "latency_us": elapsed_us,
             "n_samples": 1,
             "timer": "perf_counter",
-            "extra": {"index": params.get("index"), "device": ctx.device},
+            "extra": {
+                "index": params.get("index"),
+                "device": ctx.device,
+                "target_spread": ctx.target_spread,
+            },
         }
     ]

@@ -128,6 +128,8 @@ def test_malformed_matrix_exits_2_naming_the_problem(env, capsys, kind):
         (["--gpus", "x"], "bad --gpus 'x'"),  # checked on a machine without a GPU too
         (["--timeout", "0"], "Invalid value for '--timeout'"),
         (["--timeout", "-1"], "Invalid value for '--timeout'"),
+        (["--target-spread", "0"], "Invalid value for '--target-spread'"),
+        (["--target-spread", "1"], "Invalid value for '--target-spread'"),
     ],
 )
 def test_bad_options_exit_2(env, capsys, args, expected):
@@ -166,6 +168,13 @@ def test_cpu_smoke_preset_does_real_work(smoke_store):
     assert (ok["latency_us"] > 0).all() and ok["timer"].notna().all()
     quant = ok[ok["task"] == "kernel-quant"]
     assert len(quant) >= 12 and set(quant["timer"]) == {"perf_counter(triton-interpreter)"}
+    # every timing is adaptive; sparse GEMM cells after their dense twin are timed with it
+    assert (ok["n_samples"] >= 3).all() and ok["latency_spread"].notna().all()
+    assert ok["spread_met"].notna().all()
+    gemm = ok[(ok["task"] == "kernel-gemm") & (ok["sparsity"] != "dense")]
+    paired = [json.loads(e) for e in gemm["extra"] if "speedup_lo" in json.loads(e)]
+    assert paired and all(e["speedup_lo"] <= e["speedup_vs_dense"] <= e["speedup_hi"]
+                          for e in paired)  # fmt: skip
     assert set(skipped["error_message"]) == {
         "no CUDA device",
         "no CUDA device (too large for the Triton interpreter on CPU)",

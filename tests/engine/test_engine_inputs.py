@@ -127,6 +127,7 @@ def test_bench_e2e_bad_options(capsys):
     _one_line_exit_2(capsys, ["bench", "e2e", "--model", "Qwen2.5-7B", "--phase", "x"], "x")
     _one_line_exit_2(capsys, ["bench", "e2e", "--model", "Qwen2.5-7B", "--M", "0"], "--M")
     _one_line_exit_2(capsys, ["bench", "e2e", "--model", "NoSuch-1B"], "unknown model")
+    _one_line_exit_2(capsys, ["bench", "e2e", "--model", "Qwen2.5-7B", "--gemm", "x"], "--gemm")
 
 
 def test_builtin_configs_match_kernel_shapes():
@@ -202,3 +203,30 @@ def test_quant_linear_compiles_without_graph_breaks(tmp_path, backend):
     compiled = torch.compile(m, fullgraph=True, backend="aot_eager", dynamic=False)
     with torch.inference_mode():
         assert torch.equal(compiled(x), m(x))
+
+
+@pytest.mark.parametrize(
+    ("device", "sparse", "gemm", "cutlass_error", "kind"),
+    [
+        ("cpu", True, "cutlass", None, "cpu-ref"),  # a CPU runs the reference whatever asked
+        ("cuda", False, "auto", None, "cutlass"),
+        ("cuda", True, "auto", None, "cutlass-sparse"),
+        ("cuda", True, "auto", "built for sm90a only", "cusparselt"),
+        ("cuda", False, "csrc", None, "cublaslt"),
+        ("cuda", True, "cutlass", None, "cutlass-sparse"),
+    ],
+)
+def test_engine_gemm_choice(device, sparse, gemm, cutlass_error, kind):
+    from slidesparse.engine.algos import gemm_kind
+
+    assert gemm_kind(device, sparse, gemm=gemm, cutlass_error=cutlass_error) == kind
+
+
+def test_engine_gemm_choice_errors_name_the_fix():
+    from slidesparse.core.errors import UserError
+    from slidesparse.engine.algos import gemm_kind
+
+    with pytest.raises(UserError, match="valid: auto, cutlass, csrc"):
+        gemm_kind("cuda", False, gemm="cublas")
+    with pytest.raises(UserError, match="--gemm cutlass cannot run here: no sm90"):
+        gemm_kind("cuda", True, gemm="cutlass", cutlass_error="no sm90")

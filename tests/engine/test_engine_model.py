@@ -26,8 +26,8 @@ def _prompt(B=2, S=12, seed=1):
     return torch.randint(0, 256, (B, S), generator=torch.Generator().manual_seed(seed))
 
 
-def _engines(folder, device, dtype, pattern="2_8"):
-    kw = dict(dtype=dtype, sparsity=pattern, device=device, weight_cache=False)
+def _engines(folder, device, dtype, pattern="2_8", gemm="auto"):
+    kw = dict(dtype=dtype, sparsity=pattern, device=device, weight_cache=False, gemm=gemm)
     return build_engine(folder, "w8a8", **kw), build_engine(folder, "slidesparse", **kw)
 
 
@@ -48,7 +48,26 @@ def test_slidesparse_logits_equal_w8a8(folders, family, dtype, device):
     quantization step on a few inputs, not of BF16 rounding: max |diff| <= 2^-3 of the
     logit range and mean |diff| <= 2^-6 of it. A wrong slide, scale or layout errs by O(range)
     everywhere and fails the mean bound."""
-    dense, slide = _engines(folders[family], device, dtype)
+    _check_logits(folders[family], dtype, device, "auto")
+
+
+@GPU
+@NEEDS_GPU
+@pytest.mark.parametrize("gemm", ["cutlass", "csrc"])
+@pytest.mark.parametrize("dtype", ["int8", "fp8"])
+def test_slidesparse_logits_equal_w8a8_on_each_gemm(folders, dtype, gemm):
+    """The same on each GPU GEMM path: CUTLASS with the scales in its epilogue, and
+    cuBLASLt / cuSPARSELt with a dequant pass (INT8 bitwise on both)."""
+    if gemm == "cutlass" and torch.cuda.get_device_capability() != (9, 0):
+        pytest.skip("the CUTLASS kernels are sm90a only")
+    _check_logits(folders["qwen2"], dtype, "cuda", gemm)
+
+
+def _check_logits(folder, dtype, device, gemm):
+    dense, slide = _engines(folder, device, dtype, gemm=gemm)
+    if gemm != "auto":
+        want = {"cutlass": ("cutlass", "cutlass-sparse"), "csrc": ("cublaslt", "cusparselt")}
+        assert (dense.info.gemm, slide.info.gemm) == want[gemm]
     x = _prompt().to(device)
     with torch.inference_mode():
         a = dense.model.all_logits(x).float()

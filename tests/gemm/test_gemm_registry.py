@@ -11,17 +11,51 @@ from slidesparse.core.sparsity import parse_pattern
 
 def test_every_backend_registers_with_metadata():
     specs = {n: gemm.get_spec(n) for n in gemm.backend_names()}
-    assert set(specs) == {"cpu-ref", "torch-builtin", "torch-cslt", "cublaslt", "cusparselt"}
+    assert set(specs) == {
+        "cpu-ref", "torch-builtin", "torch-cslt", "cublaslt", "cusparselt", "cutlass",
+        "cutlass-sparse",
+    }  # fmt: skip
     assert specs["cublaslt"].baseline and specs["cublaslt"].sparse is False
     assert specs["cusparselt"].sparse is True and not specs["cusparselt"].baseline
     assert specs["cpu-ref"].needs_cuda is False and specs["cpu-ref"].sparse is None
     assert specs["cublaslt"].fallback == "torch-builtin"
     assert specs["cusparselt"].fallback == "torch-cslt"
-    assert set(gemm.baseline_names()) == {"cpu-ref", "torch-builtin", "cublaslt"}
+    assert set(gemm.baseline_names()) == {"cpu-ref", "torch-builtin", "cublaslt", "cutlass"}
+    for name in ("cutlass", "cutlass-sparse"):
+        assert specs[name].needs_cutlass and specs[name].dtypes == ("int8", "fp8"), name
+        assert specs[name].min_cc == specs[name].max_cc == (9, 0), name
     for name, spec in specs.items():  # the registered class is that backend, and writes
         for p in ("dense", "2_8"):
             cls = spec.cls.for_pattern("cpu", parse_pattern(p)) if name == "cpu-ref" else spec.cls
             assert cls.name == name and cls.out_dtypes, name
+
+
+def test_cutlass_reasons_name_the_gpu_and_the_library():
+    spec = gemm.get_spec("cutlass-sparse")
+    assert gemm.unsupported_reason(spec, "fp8", device="cpu", cc=None) == "no CUDA device"
+    assert "needs compute capability >= (9, 0)" in gemm.unsupported_reason(
+        spec, "fp8", device="cuda", cc=(8, 9)
+    )
+    assert "built for compute capability <= (9, 0) only" in gemm.unsupported_reason(
+        spec, "int8", device="cuda", cc=(10, 0)
+    )
+    assert "does not implement fp16" in gemm.unsupported_reason(
+        spec, "fp16", device="cuda", cc=(9, 0)
+    )
+    why = gemm.unsupported_reason(
+        spec, "int8", device="cuda", cc=(9, 0), cutlass_error="UserError: nvcc not found"
+    )
+    assert why == "CUTLASS library unavailable: UserError: nvcc not found"
+    assert gemm.unsupported_reason(spec, "int8", device="cuda", cc=(9, 0)) is None
+
+
+def test_a_cutlass_cell_without_out_dtype_writes_bf16():
+    from slidesparse.tasks.kernel_gemm import default_out_dtype
+
+    assert default_out_dtype("cutlass", "int8") == "bf16"
+    assert default_out_dtype("cutlass-sparse", "fp8") == "bf16"
+    assert default_out_dtype("cublaslt", "int8") == "int32"
+    assert default_out_dtype("cpu-ref", "int8") == "int32"
 
 
 def test_registering_a_class_that_is_not_the_backend_fails_at_import():

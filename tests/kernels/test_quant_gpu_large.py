@@ -68,7 +68,7 @@ def test_cuda_graph_replay_matches_eager():
 
 
 def test_run_bench_rows_are_complete():
-    rows = bench.run_bench([256], [512], patterns=("2_8",), rep_ms=5)
+    rows = bench.run_bench([256], [512], patterns=("2_8",), target=0.05)
     kinds = {(r["kernel"], r["sparsity"], r["out_dtype"], r["dtype"]) for r in rows}
     assert ("quant_slide", "2_8", "fp8", "bf16") in kinds and (
         "dequant_bias",
@@ -80,5 +80,6 @@ def test_run_bench_rows_are_complete():
         assert r["correct"] is True
         assert r["latency_p25_us"] <= r["latency_us"] <= r["latency_p75_us"]
         assert r["extra"]["copy_gbps"] > 0 and r["gbps"] > 0
+        assert r["n_samples"] >= 10 and r["spread_met"] == (r["latency_spread"] <= 0.05)
     slide_row = next(r for r in rows if r["kernel"] == "quant_slide")
     assert slide_row["extra"]["ideal_ratio"] > 1

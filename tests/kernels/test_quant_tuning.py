@@ -209,3 +209,24 @@ def test_figures_that_break_a_bound_are_flagged_not_reported():
     text = console.export_text()
     assert "(0.55)†" in text and "(140%)†" in text and "1.15 " in text
     assert "2 row(s) break a physical bound" in text
+
+
+def test_a_launch_says_whether_its_config_was_tuned():
+    table = tuning.empty_table("H200_cc90_py312_cu130_x86_64")
+    key = tuning.make_key("quant_only", "bf16->int8", 4096, 1024)
+    table["entries"][key] = {"config": {"ROWS": 1, "BLOCK": 4096, "num_warps": 8}}
+    tables = (table,)
+    assert tuning.config_source("quant_only", "bf16->int8", 4096, 1000, tables) == "tuned"
+    assert tuning.config_source("quant_only", "bf16->int8", 4096, 9000, tables) == "nearest M"
+    assert tuning.config_source("quant_only", "bf16->int8", 2048, 1024, tables) == "default"
+    assert tuning.config_source("quant_only", "bf16->fp8", 4096, 1024, tables) == "default"
+
+
+def test_untuned_launches_are_remembered(tmp_path):
+    tuning.use(None, tmp_path)  # an empty cache folder: nothing tuned for this size
+    try:
+        tuning.config_for("quant_only", "bf16->int8", 1232, 48)
+        key = tuning.make_key("quant_only", "bf16->int8", 1232, 48)
+        assert tuning.untuned_launches().get(key) == "default"
+    finally:
+        tuning.use(None, None)

@@ -47,6 +47,43 @@ def test_model_totals_need_all_four_layers(cells):
     assert set(speedups.model_totals(three)["M"]) == {4096}
 
 
+def _paired_extra(speedup, lo, hi, dense_backend="cublaslt") -> dict:
+    return {"speedup_vs_dense": speedup, "speedup_lo": lo, "speedup_hi": hi,
+            "dense_latency_us": 10.0, "dense_backend": dense_backend}  # fmt: skip
+
+
+def test_interleaved_speedups_and_their_intervals_are_used():
+    k = dict(task="kernel-gemm", dtype="int8", mode="model", model="Qwen2.5-7B", M=4096)
+    rows, i = [], 0
+    for layer, (n, kk) in QWEN7.items():
+        shape = dict(k, layer=layer, N=n, K=kk)
+        rows.append(_row(i, **shape, backend="cublaslt", sparsity="dense", latency_us=10.0))
+        # the layers' own paired speedups differ from the ratios of the two rows' medians
+        extra = _paired_extra(1.3, 1.2, 1.4) if layer != "o" else _paired_extra(1.0, 0.9, 1.1)
+        rows.append(_row(i + 1, **shape, backend="cusparselt", sparsity="2_4", latency_us=8.0,
+                         extra=extra))  # fmt: skip
+        # paired with another dense backend than the baseline: the plain ratio, no interval
+        rows.append(_row(i + 2, **shape, backend="cusparselt", sparsity="2_8", latency_us=8.0,
+                         extra=_paired_extra(1.2, 1.1, 1.3, "torch-builtin")))  # fmt: skip
+        i += 3
+    sp = speedups.kernel_speedups(frames.resolve_cells(frame_of(rows))).set_index(
+        ["layer", "sparsity"]
+    )
+    assert sp.loc[("qkv", "2_4"), ["speedup", "speedup_lo", "speedup_hi"]].tolist() == [
+        1.3, 1.2, 1.4
+    ]  # fmt: skip
+    assert bool(sp.loc[("o", "2_4"), "noise"]) and not bool(sp.loc[("qkv", "2_4"), "noise"])
+    assert sp.loc[("qkv", "2_8"), "speedup"] == pytest.approx(10 / 8)
+    assert pd.isna(sp.loc[("qkv", "2_8"), "speedup_lo"]) and not sp.loc[("qkv", "2_8"), "noise"]
+    totals = speedups.model_totals(sp.reset_index()).set_index("sparsity")
+    # equal dense latencies: the total is the harmonic mean of the layers' speedups
+    assert totals.loc["2_4", "speedup"] == pytest.approx(4 / (3 / 1.3 + 1 / 1.0))
+    assert totals.loc["2_4", "speedup_lo"] == pytest.approx(4 / (3 / 1.2 + 1 / 0.9))
+    assert totals.loc["2_4", "speedup_hi"] == pytest.approx(4 / (3 / 1.4 + 1 / 1.1))
+    assert totals.loc["2_8", "speedup"] == pytest.approx(40 / 32)
+    assert pd.isna(totals.loc["2_8", "speedup_lo"])
+
+
 def test_efficiency_formula(cells):
     sp = speedups.kernel_speedups(cells)
     eff = speedups.efficiencies(sp[sp["mode"] == "square"], ["gpu_tag", "M", "N", "K"])

@@ -59,6 +59,8 @@ def _full_row(i: int) -> dict:
         "latency_p75_us": 130.0,
         "latency_min_us": 119.5,
         "n_samples": 50,
+        "latency_spread": 0.004,
+        "spread_met": bool(i % 2),
         "tops": 1234.5,
         "gbps": math.inf if i == 2 else 3000.0,
         "tokens_per_s": None,
@@ -110,6 +112,16 @@ def test_rewriting_a_read_table_is_identical(tmp_path):
     copy = Store(tmp_path / "copy")
     copy.write_rows(TAG, first.to_pylist(), name="b")
     assert copy.read_table(TAG).equals(first)
+
+
+def test_a_part_written_before_the_spread_columns_reads_them_as_null(tmp_path):
+    store = Store(tmp_path)
+    path = store.write_rows(TAG, [_full_row(0)], name="old")
+    old = pq.read_table(path).drop_columns(["latency_spread", "spread_met"])
+    pq.write_table(old.replace_schema_metadata(SCHEMA.metadata), path)
+    (row,) = store.read_table(TAG).to_pylist()
+    assert row["latency_spread"] is None and row["spread_met"] is None
+    assert row["latency_us"] == 123.456
 
 
 def test_normalize_row_rejects_unknown_columns_and_bad_status():

@@ -128,6 +128,30 @@ def test_resume_skips_ok_and_retry_failed_reruns_failures(tmp_path):
     assert len(frame) == 7 and len(latest) == 6
 
 
+def test_each_cell_runs_with_its_target_spread_and_the_run_option_overrides_it(tmp_path):
+    matrix = _matrix(
+        tmp_path,
+        """
+        blocks:
+          - task: noop
+            axes: {index: [0]}
+          - task: noop
+            target_spread: 0.2
+            axes: {index: [1]}
+        """,
+    )
+
+    def targets() -> dict:
+        _, latest = _latest(tmp_path)
+        extras = [json.loads(e) for e in latest["extra"]]
+        return {e["index"]: e["target_spread"] for e in extras}
+
+    _run(tmp_path, matrix)
+    assert targets() == {0: 0.01, 1: 0.2}
+    _run(tmp_path, matrix, rerun_all=True, target_spread=0.03)
+    assert targets() == {0: 0.03, 1: 0.03}
+
+
 def test_two_workers_share_the_cells(tmp_path):
     matrix = _matrix(
         tmp_path,

@@ -48,6 +48,40 @@ def test_speedup_table_uses_strongest_dense_and_flags_suspects():
     assert "SUSPECT" in text and "2_8" in text
 
 
+def _paired(lat, speedup, lo, hi, dense_us, dense_backend="cublaslt"):
+    extra = {"speedup_vs_dense": speedup, "speedup_lo": lo, "speedup_hi": hi,
+             "dense_latency_us": dense_us, "dense_backend": dense_backend}  # fmt: skip
+    return {"extra": extra}
+
+
+def test_speedup_table_takes_the_interleaved_speedup_and_its_interval():
+    rows = [
+        _row("cublaslt", "dense", 100.0),
+        _row("cusparselt", "2_4", 60.0, **_paired(60.0, 1.62, 1.60, 1.64, 97.0)),
+        _row("cusparselt", "2_8", 98.0, **_paired(98.0, 1.01, 0.99, 1.03, 99.0)),
+        # paired with another dense backend than the baseline: the plain ratio, no interval
+        _row("cusparselt", "2_6", 80.0, **_paired(80.0, 1.4, 1.3, 1.5, 112.0, "torch-builtin")),
+    ]
+    lines = {ln["pattern"]: ln for ln in bench.speedup_table(rows)}
+    assert (lines["2_4"]["speedup"], lines["2_4"]["dense_us"]) == (1.62, 97.0)
+    assert (lines["2_4"]["speedup_lo"], lines["2_4"]["speedup_hi"]) == (1.60, 1.64)
+    assert lines["2_4"]["noise"] is False and lines["2_8"]["noise"] is True
+    assert lines["2_6"]["speedup"] == pytest.approx(100 / 80)
+    assert lines["2_6"]["speedup_lo"] is None and lines["2_6"]["noise"] is False
+    text = bench.format_table(list(lines.values())).splitlines()
+    row_of = {ln.split()[3]: ln for ln in text[1:]}
+    assert "1.620 (1.600–1.640)" in row_of["2_4"] and "noise" not in row_of["2_4"]
+    assert "1.010 (0.990–1.030)" in row_of["2_8"]
+    assert row_of["2_8"].endswith("~1.0 (within noise)")
+    assert "1.250" in row_of["2_6"] and "(" not in row_of["2_6"]
+
+
+def test_format_speedup():
+    assert bench.format_speedup(None, None, None) == "-"
+    assert bench.format_speedup(1.5, None, None) == "1.500"
+    assert bench.format_speedup(1.0, 0.98, 1.02) == "1.000 (0.980–1.020)"
+
+
 def test_published_comparison_lists_model_totals():
     rows = [
         _row("cublaslt", "dense", 100.0, layer="total"),

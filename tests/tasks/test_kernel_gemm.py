@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import torch
 
-from slidesparse.core import metrics
+from slidesparse.core import metrics, timing
 from slidesparse.core.errors import Unsupported, UserError
 from slidesparse.gemm import operands
 from slidesparse.tasks import TaskContext, get_task
@@ -87,17 +89,65 @@ def test_bad_params_are_user_errors(ctx, params, match):
         _run(ctx, **params)
 
 
-def test_sparse_row_beating_the_bound_is_suspect(ctx):
-    (dense,) = _run(ctx, sparsity="dense")
-    key = next(iter(ctx.memo["kernel-gemm.dense-latency"]))
-    assert ctx.memo["kernel-gemm.dense-latency"][key] == dense["latency_us"]
-    ctx.memo["kernel-gemm.dense-latency"][key] = 1e12  # an absurdly weak dense baseline
+def _pair_with_ratio(ratio: float):
+    """A stand-in for timing.time_pair whose every round has speedup ``ratio``."""
+
+    def time_pair(fn_a, fn_b, device, policy, **_kw):
+        fn_a(), fn_b()
+        a = timing.Timing((10.0 * ratio,) * 6, timing.TIMER_CPU, policy.target)
+        b = timing.Timing((10.0,) * 6, timing.TIMER_CPU, policy.target)
+        return timing.Pair(a, b, (ratio,) * 6)
+
+    return time_pair
+
+
+def test_sparse_row_beating_the_bound_is_suspect(ctx, monkeypatch):
+    _run(ctx, sparsity="dense")
+    monkeypatch.setattr(timing, "time_pair", _pair_with_ratio(2.0))  # an absurd 2x for 2_8
     (row,) = _run(ctx, sparsity="2_8")
     assert row["baseline_suspect"] is True
-    assert row["extra"]["speedup_vs_dense"] > 8 / 6 * metrics.SUSPECT_MARGIN
-    ctx.memo["kernel-gemm.dense-latency"][key] = 1e-6
+    assert row["extra"]["speedup_vs_dense"] == 2.0 > 8 / 6 * metrics.SUSPECT_MARGIN
+    monkeypatch.setattr(timing, "time_pair", _pair_with_ratio(1.2))
     (row,) = _run(ctx, sparsity="2_8")
-    assert row["baseline_suspect"] is False
+    assert row["baseline_suspect"] is False and row["latency_us"] == 10.0
+
+
+def test_sparse_cell_is_timed_interleaved_with_the_strongest_dense_call(ctx, monkeypatch):
+    adaptive, paired = [], []
+    real_adaptive, real_pair = timing.time_adaptive, timing.time_pair
+    monkeypatch.setattr(
+        timing, "time_adaptive", lambda *a, **k: adaptive.append(a) or real_adaptive(*a, **k)
+    )
+    monkeypatch.setattr(timing, "time_pair", lambda *a, **k: paired.append(a) or real_pair(*a, **k))
+    (dense,) = _run(ctx, sparsity="dense")
+    assert dense["baseline_suspect"] is False and len(adaptive) == 1 and not paired
+    # The memo keeps a recipe, not operands: a GPU's memory stays with the LRUs.
+    (recipe,) = ctx.memo["kernel-gemm.dense"].values()
+    assert recipe == {"backend": "cpu-ref", "config": {}, "seed": 0,
+                      "latency_us": dense["latency_us"]}  # fmt: skip
+    (row,) = _run(ctx, sparsity="2_8")
+    assert len(adaptive) == 1 and len(paired) == 1
+    # The dense side of the pair is the dense cell's call: the product of its unpruned weight.
+    x = next(iter(ctx.memo["kernel-gemm.inputs"].values()))
+    w = next(v[0] for k, v in ctx.memo["kernel-gemm.weights"].items() if k[3] == "dense")
+    want = (x.double() @ w.double().T).round().to(torch.int32)
+    assert torch.equal(paired[0][0](), want)
+    e = row["extra"]
+    assert e["dense_backend"] == "cpu-ref" and e["dense_latency_us"] > 0
+    assert e["speedup_lo"] <= e["speedup_vs_dense"] <= e["speedup_hi"]
+    assert e["speedup_spread"] >= 0 and e["target_spread"] == timing.DEFAULT_TARGET
+    assert row["n_samples"] >= 5 and isinstance(row["spread_met"], bool)
+    assert row["baseline_suspect"] == metrics.is_suspect(e["speedup_vs_dense"], "2_8")
+    # Another shape has no dense twin: timed alone, no speedup.
+    (other,) = _run(ctx, sparsity="2_8", M=32)
+    assert len(paired) == 1 and "speedup_vs_dense" not in other["extra"]
+
+
+def test_rows_record_the_spread_reached_against_the_cells_target(ctx):
+    (row,) = _run(dataclasses.replace(ctx, target_spread=0.5), sparsity="dense")
+    assert row["extra"]["target_spread"] == 0.5
+    assert row["spread_met"] == (row["latency_spread"] <= 0.5)
+    assert row["n_samples"] >= 5
 
 
 def test_sparse_row_without_dense_has_unknown_suspect(ctx):
@@ -111,14 +161,38 @@ def test_total_row_sums_layers():
          "sparsity": "2_8", "layer": name, "M": 4, "N": 2, "K": 3, "kernel": "k",
          "latency_us": lat, "latency_p25_us": lat - 1, "latency_p75_us": lat + 1,
          "latency_min_us": lat - 2, "n_samples": n, "timer": "t", "correct": True,
-         "max_abs_err": 0.0, "baseline_suspect": sus}
-        for name, lat, n, sus in [("qkv", 10.0, 5, False), ("o", 20.0, 7, True)]
+         "max_abs_err": 0.0, "baseline_suspect": sus, "latency_spread": spread,
+         "spread_met": spread <= 0.01, "extra": {}}
+        for name, lat, n, sus, spread in [("qkv", 10.0, 5, False, 0.01), ("o", 20.0, 7, True, 0.04)]
     ]  # fmt: skip
     total = kg.total_row(rows)
     assert total["layer"] == "total" and total["latency_us"] == 30.0
     assert total["latency_p25_us"] == 28.0 and total["n_samples"] == 5
+    # half-widths 0.1 + 0.8 µs over 30 µs; one layer missed its target, so the total did
+    assert total["latency_spread"] == pytest.approx(0.9 / 30) and total["spread_met"] is False
+    assert "speedup_vs_dense" not in total["extra"]
     assert total["baseline_suspect"] is True and total["correct"] is True
     assert total["tops"] == pytest.approx(2 * 2 * (4 * 2 * 3) / 30e-6 / 1e12)
+
+
+def test_total_row_combines_paired_layer_speedups():
+    def layer(name, dense_us, speedup, lo, hi):
+        return {"model": "m", "mode": "model", "dtype": "int8", "out_dtype": "int32",
+                "backend": "b", "sparsity": "2_8", "layer": name, "M": 4, "N": 2, "K": 3,
+                "latency_us": dense_us / speedup, "latency_p25_us": 1.0, "latency_p75_us": 1.0,
+                "latency_min_us": 1.0, "n_samples": 10, "timer": "t", "correct": True,
+                "max_abs_err": 0.0, "latency_spread": 0.0, "spread_met": True,
+                "extra": {"speedup_vs_dense": speedup, "speedup_lo": lo, "speedup_hi": hi,
+                          "dense_latency_us": dense_us, "dense_backend": "cublaslt"}}  # fmt: skip
+
+    rows = [layer("qkv", 30.0, 1.5, 1.4, 1.6), layer("o", 10.0, 1.0, 0.9, 1.1)]
+    e = kg.total_row(rows)["extra"]
+    assert e["speedup_vs_dense"] == pytest.approx(40 / (30 / 1.5 + 10 / 1.0))
+    assert e["speedup_lo"] == pytest.approx(40 / (30 / 1.4 + 10 / 0.9))
+    assert e["speedup_hi"] == pytest.approx(40 / (30 / 1.6 + 10 / 1.1))
+    assert e["dense_latency_us"] == 40.0 and e["dense_backend"] == "cublaslt"
+    rows[1]["extra"]["dense_backend"] = "torch-builtin"  # two baselines: no common speedup
+    assert "speedup_vs_dense" not in kg.total_row(rows)["extra"]
 
 
 def test_model_mode_runs_four_layers_plus_total(ctx, monkeypatch):

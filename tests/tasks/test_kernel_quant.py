@@ -73,7 +73,8 @@ def test_a_small_cell_runs_on_cpu_under_the_interpreter(tmp_path):
     for r in rows:
         assert r["correct"] is True
         assert r["timer"] == "perf_counter(triton-interpreter)" and r["gbps"] is None
-        assert r["n_samples"] == 3 and r["latency_us"] > 0 and r["extra"]["interpreter"]
+        assert r["n_samples"] >= 3 and r["latency_us"] > 0 and r["extra"]["interpreter"]
+        assert r["latency_spread"] >= 0 and isinstance(r["spread_met"], bool)
     assert rows[0]["K_slide"] == k_slide(520, "2_8") and rows[0]["out_dtype"] == "fp8"
 
 

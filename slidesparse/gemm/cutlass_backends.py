@@ -1,0 +1,154 @@
+"""``cutlass`` (dense) and ``cutlass-sparse`` (2:4) on the CUTLASS library, scales fused.
+
+Both write ``bf16(X·Wᵀ · scale_x[M] · scale_w[N] (+ bias))``: the W8A8 linear without a
+separate dequant pass (:mod:`slidesparse.native.cutlass`). In a kernel cell the scales are
+vectors of ones, so the product checked is the plain one while the epilogue still reads both
+vectors and does the multiplies it does in the engine. The search tries every compiled
+tile / cluster / schedule configuration of the family, each with several tile orders
+(swizzle x raster; the cache keys the winner per GPU tag like the other backends'). The
+sparse backend takes the slid weight through CUTLASS's own 2:4 compressor, one compressed
+copy for every configuration.
+
+``cutlass`` is registered as a dense baseline: the kernel reports take the faster of it and
+cuBLASLt per shape and name the winner.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from slidesparse.gemm import register_backend
+from slidesparse.gemm.base import GemmBackend, PreparedWeight
+from slidesparse.gemm.operands import lift, torch_dtype
+from slidesparse.native.cutlass import MAX_CC, MIN_CC
+
+_OUT = {"int8": ("bf16",), "fp8": ("bf16",)}
+_RASTER = ("auto", "M", "N")
+
+
+@dataclass
+class CutlassWeight:
+    """A weight as the CUTLASS GEMMs read it: values (dense [N, K]) or the compressed 2:4
+    buffer plus metadata, and the per-channel scale vector."""
+
+    values: Any
+    meta: Any
+    scale: Any  # [N] fp32
+
+
+@dataclass
+class CutlassInput:
+    """An activation [M, K'] and its per-token scale vector [M] fp32."""
+
+    x: Any
+    scale: Any
+
+
+class _Cutlass(GemmBackend):
+    out_dtypes = _OUT
+
+    def _fam(self, dtype: str) -> int:
+        from slidesparse.native import cutlass
+
+        return cutlass.family(dtype, self.sparse)
+
+    def candidates(self, weight: PreparedWeight, inp) -> list[dict]:
+        from slidesparse.native import cutlass
+
+        names = cutlass.config_names(self._fam(weight.dtype))
+        return [
+            {"config": i, "name": n, "swizzle": sw, "raster": r}
+            for i, n in enumerate(names)
+            for sw, r in cutlass.SCHEDULES
+        ]
+
+    def make_call(self, weight: PreparedWeight, inp: CutlassInput, config: dict):
+        from slidesparse.native import cutlass
+
+        fam, cfg, w = self._fam(weight.dtype), int(config.get("config", 0)), weight.data
+        x, sx, N = inp.x, inp.scale, weight.N
+        sw, r = int(config.get("swizzle", 1)), int(config.get("raster", 0))
+        return lambda: cutlass.scaled_mm(fam, cfg, x, w.values, w.meta, sx, w.scale, None, N, sw, r)
+
+    def describe(self, weight: PreparedWeight, config: dict) -> dict:
+        accum = ",accum=fast" if weight.dtype == "fp8" else ""
+        return {
+            "kernel": (
+                f"cutlass_sm90[{config.get('name')},swizzle={config.get('swizzle', 1)},"
+                f"raster={_RASTER[int(config.get('raster', 0))]},"
+                f"epilogue=scale_tok*scale_ch{accum}]"
+            ),
+            "alg_id": config.get("config"),
+            "split_k": 1,
+            "workspace_bytes": None,
+        }
+
+    @staticmethod
+    def _input(x, dtype: str) -> CutlassInput:
+        import torch
+
+        x = x.to(torch_dtype(dtype)).contiguous()
+        return CutlassInput(x, torch.ones(x.shape[0], dtype=torch.float32, device=x.device))
+
+
+@register_backend(
+    "cutlass",
+    sparse=False,
+    baseline=True,
+    dtypes=("int8", "fp8"),
+    min_cc=MIN_CC,
+    max_cc=MAX_CC,
+    needs_cutlass=True,
+)
+class CutlassDense(_Cutlass):
+    """Dense W8A8 GEMM on CUTLASS with the scales in the epilogue."""
+
+    name = "cutlass"
+    sparse = False
+
+    def prepare_weight(self, w_values, pattern, dtype, out_dtype) -> PreparedWeight:
+        import torch
+
+        N, K = w_values.shape
+        w = w_values.to(torch_dtype(dtype)).contiguous()
+        scale = torch.ones(N, dtype=torch.float32, device=w.device)
+        return PreparedWeight(N, K, K, dtype, out_dtype, pattern, CutlassWeight(w, None, scale))
+
+    def prepare_input(self, x_values, weight: PreparedWeight) -> CutlassInput:
+        return self._input(x_values, weight.dtype)
+
+
+@register_backend(
+    "cutlass-sparse",
+    sparse=True,
+    dtypes=("int8", "fp8"),
+    min_cc=MIN_CC,
+    max_cc=MAX_CC,
+    needs_cutlass=True,
+)
+class CutlassSparse(_Cutlass):
+    """2:4 W8A8 GEMM on CUTLASS (its compressor, the scales in the epilogue)."""
+
+    name = "cutlass-sparse"
+    sparse = True
+
+    def prepare_weight(self, w_values, pattern, dtype, out_dtype) -> PreparedWeight:
+        import torch
+
+        from slidesparse.core import sparsity
+        from slidesparse.native import cutlass
+
+        N, K = w_values.shape
+        w_slide = sparsity.slide_weight(w_values, pattern).to(torch_dtype(dtype)).contiguous()
+        values, meta = cutlass.compress(self._fam(dtype), w_slide)
+        del w_slide
+        scale = torch.ones(N, dtype=torch.float32, device=values.device)
+        return PreparedWeight(
+            N, K, sparsity.k_slide(K, pattern), dtype, out_dtype, pattern,
+            CutlassWeight(values, meta, scale),
+            extra={"compressed_bytes": values.numel() + meta.numel()},
+        )  # fmt: skip
+
+    def prepare_input(self, x_values, weight: PreparedWeight) -> CutlassInput:
+        return self._input(lift(x_values, weight.pattern, weight.K_slide), weight.dtype)

@@ -1,0 +1,376 @@
+"""The CUTLASS library: W8A8 GEMMs with the scales fused into the epilogue (csrc/cutlass).
+
+``libslidesparse_cutlass.so`` holds dense and 2:4 sparse FP8 / INT8 GEMMs for sm90a that write
+``Y[M, N] = bf16(X·Wᵀ · scale_x[M] · scale_w[N] + bias[N])``, each in several tile / cluster /
+schedule configurations, and CUTLASS's 2:4 compressor. It is built by nvcc from the sources in
+``csrc/cutlass`` against the CUTLASS headers of the ``nvidia-cutlass`` wheel, like the csrc
+extension: on first use into a cache directory keyed by the target arch and the sources'
+hash, or ahead of time by ``slidesparse build-kernels`` (the Docker images do). Loading a
+built copy needs neither nvcc nor the headers.
+
+The library exports a plain C API (``csrc/cutlass/api.cu``) loaded with ctypes, so it does not
+depend on torch's C++ ABI: a build made on a machine without a GPU (CI, a Docker build) runs
+on any torch of the same CUDA major version. Calls go on torch's current stream, so they are
+captured by CUDA graphs like any kernel.
+
+Only sm90 (Hopper) is compiled: the kernels use sm90 warpgroup MMA and TMA. Blackwell (sm100 /
+sm120) needs CUTLASS's other collective builders; until they are added the backends report
+those GPUs as unsupported.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import ctypes
+import hashlib
+import importlib.util
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from slidesparse.core.errors import UserError
+
+LIB_NAME = "libslidesparse_cutlass.so"
+SUBDIR = "cutlass"
+# One translation unit per family, so a parallel build uses every core.
+SOURCES = ("api.cu", "dense_fp8.cu", "dense_int8.cu", "sparse_fp8.cu", "sparse_int8.cu")
+HEADERS = ("scaled_gemm.cuh", "dense_configs.inc", "sparse_configs.inc")
+ARCHS = ("90a",)
+ENV_CUTLASS = "SLIDESPARSE_CUTLASS_DIR"
+API_VERSION = 2
+# Family ids of csrc/cutlass/scaled_gemm.cuh.
+FAMILIES = {("fp8", False): 0, ("int8", False): 1, ("fp8", True): 2, ("int8", True): 3}
+# Status codes of the C API.
+STATUS = {
+    1: "CUTLASS cannot implement this problem (alignment or shape)",
+    2: "workspace too small",
+    3: "kernel launch failed",
+    4: "no such configuration",
+    5: "library built without sm90a code",
+}
+# Tile-scheduler orders the search tries with every configuration: (max swizzle, raster).
+# Raster 1 walks GEMM-M first, 2 GEMM-N first (0 would be CUTLASS's own heuristic).
+SCHEDULES = ((1, 1), (1, 2), (4, 1), (4, 2), (8, 1), (8, 2))
+MIN_CC = (9, 0)
+MAX_CC = (9, 0)  # sm90a code runs on compute capability 9.0 only
+
+
+def source_dir() -> Path:
+    """The folder holding csrc/cutlass (installed package data, else the source tree)."""
+    from slidesparse.native import extension
+
+    return extension.source_dir() / SUBDIR
+
+
+def sources_hash() -> str:
+    """A short hash of every CUTLASS source and header: part of the build directory's name."""
+    h = hashlib.sha256()
+    d = source_dir()
+    for name in (*SOURCES, *HEADERS):
+        h.update(name.encode())
+        h.update((d / name).read_bytes())
+    return h.hexdigest()[:12]
+
+
+def include_dirs(override: str | None = None) -> list[Path]:
+    """CUTLASS's include folders: ``$SLIDESPARSE_CUTLASS_DIR`` (a CUTLASS checkout), else the
+    ``nvidia-cutlass`` wheel's copy (found without importing it: its package imports
+    cuda-python)."""
+    override = override if override is not None else os.environ.get(ENV_CUTLASS)
+    if override:
+        root = Path(override)
+    else:
+        spec = importlib.util.find_spec("cutlass_library")
+        if spec is None or not spec.submodule_search_locations:
+            raise UserError(
+                "CUTLASS headers not found; pip install 'slidesparse[gpu]' (nvidia-cutlass) "
+                f"or set {ENV_CUTLASS} to a CUTLASS checkout"
+            )
+        root = Path(next(iter(spec.submodule_search_locations))) / "source"
+    dirs = [root / "include", root / "tools" / "util" / "include"]
+    if not (dirs[0] / "cutlass" / "cutlass.h").is_file():
+        raise UserError(f"{dirs[0]} holds no cutlass/cutlass.h; set {ENV_CUTLASS} to CUTLASS")
+    return dirs
+
+
+def find_nvcc() -> Path:
+    """nvcc from ``$CUDA_HOME``/bin or the PATH."""
+    for base in (os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH")):
+        if base and (Path(base) / "bin" / "nvcc").is_file():
+            return Path(base) / "bin" / "nvcc"
+    found = shutil.which("nvcc")
+    if not found:
+        raise UserError("nvcc not found; install the CUDA toolkit (12.0 or newer) or set CUDA_HOME")
+    return Path(found)
+
+
+def nvcc_version(nvcc: Path) -> str:
+    """``13.0`` from ``nvcc --version``."""
+    out = subprocess.run([str(nvcc), "--version"], capture_output=True, text=True, check=True)
+    m = re.search(r"release (\d+\.\d+)", out.stdout)
+    if not m:
+        raise UserError(f"cannot read the CUDA version from {nvcc} --version")
+    return m.group(1)
+
+
+def default_build_dir() -> Path:
+    """Where the library of these sources lives: unique to the target archs and the sources
+    (the CUDA runtime is linked in statically, so no torch or toolkit version is part of it)."""
+    from slidesparse.native import extension
+
+    return extension.cache_root() / f"cutlass_sm{'_'.join(ARCHS)}_{sources_hash()}"
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    """Everything a build of the CUTLASS library depends on."""
+
+    nvcc: Path
+    cuda_version: str
+    include_dirs: tuple[Path, ...]
+    archs: tuple[str, ...]
+    build_dir: Path
+
+    @classmethod
+    def detect(cls, *, build_dir: Path | None = None) -> BuildConfig:
+        """The configuration for building on this machine (environment overrides applied)."""
+        nvcc = find_nvcc()
+        version = nvcc_version(nvcc)
+        if int(version.split(".")[0]) < 12:
+            raise UserError(f"CUTLASS sm90a kernels need CUDA 12 or newer; nvcc is {version}")
+        dirs = tuple(include_dirs())
+        return cls(nvcc, version, dirs, ARCHS, Path(build_dir or default_build_dir()))
+
+    def compile_command(self, source: Path, obj: Path) -> list[str]:
+        """The nvcc command line of one translation unit."""
+        gencode = [f"-gencode=arch=compute_{a},code=sm_{a}" for a in self.archs]
+        incs = [f"-I{d}" for d in (source_dir(), *self.include_dirs)]
+        return [
+            str(self.nvcc), "-std=c++17", "-O3", "-DNDEBUG", "--expt-relaxed-constexpr",
+            "-Xcompiler=-fPIC", "-Xcompiler=-fvisibility=hidden", *gencode, *incs,
+            "-c", str(source), "-o", str(obj),
+        ]  # fmt: skip
+
+    def link_command(self, objs: list[Path], lib: Path) -> list[str]:
+        """The nvcc link line: cudart linked statically, no libcuda (CUTLASS reaches the
+        driver's TMA descriptor call through the runtime's entry-point query)."""
+        return [str(self.nvcc), "-shared", "-cudart=static", *map(str, objs), "-o", str(lib)]
+
+
+def built_library(build_dir: Path) -> Path:
+    return build_dir / LIB_NAME
+
+
+def build(config: BuildConfig, *, jobs: int | None = None, verbose: bool = False) -> Path:
+    """Compile and link the library into ``config.build_dir``; its path.
+
+    Translation units compile in parallel in a scratch folder; the library appears in the
+    build folder only once linked (rename), so a killed build leaves nothing half-made and
+    concurrent builders (one per GPU worker) at worst both finish.
+    """
+    config.build_dir.parent.mkdir(parents=True, exist_ok=True)
+    src = source_dir()
+    jobs = jobs or max(1, min(len(SOURCES), os.cpu_count() or 1))
+    with tempfile.TemporaryDirectory(dir=config.build_dir.parent, prefix=".cutlass-") as tmp:
+        tmp_dir = Path(tmp)
+        objs = [tmp_dir / (Path(s).stem + ".o") for s in SOURCES]
+        cmds = [config.compile_command(src / s, o) for s, o in zip(SOURCES, objs, strict=True)]
+        with concurrent.futures.ThreadPoolExecutor(jobs) as pool:
+            for cmd, res in zip(cmds, pool.map(_run, cmds), strict=True):
+                if res.returncode != 0:
+                    raise RuntimeError(_failure(cmd, res))
+                if verbose and res.stderr.strip():
+                    print(res.stderr)
+        lib = tmp_dir / LIB_NAME
+        res = _run(config.link_command(objs, lib))
+        if res.returncode != 0:
+            raise RuntimeError(_failure(config.link_command(objs, lib), res))
+        config.build_dir.mkdir(parents=True, exist_ok=True)
+        os.replace(lib, built_library(config.build_dir))
+    return built_library(config.build_dir)
+
+
+def _run(cmd: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, capture_output=True, text=True)
+
+
+def _failure(cmd: list[str], res: subprocess.CompletedProcess) -> str:
+    errors = [ln for ln in (res.stderr or res.stdout).splitlines() if "error" in ln]
+    first = errors[0].strip() if errors else (res.stderr or res.stdout).strip()[-400:]
+    return f"{Path(cmd[0]).name} failed on {Path(cmd[-3]).name}: {first}"
+
+
+# --- loading -------------------------------------------------------------------------------
+
+_lib: ctypes.CDLL | None = None
+_error: str | None = None
+_lock = threading.Lock()
+
+
+def _declare(lib: ctypes.CDLL) -> None:
+    c = ctypes
+    lib.ss_cutlass_api_version.restype = c.c_int
+    lib.ss_cutlass_num_configs.argtypes = [c.c_int]
+    lib.ss_cutlass_num_configs.restype = c.c_int
+    lib.ss_cutlass_config_name.argtypes = [c.c_int, c.c_int]
+    lib.ss_cutlass_config_name.restype = c.c_char_p
+    lib.ss_cutlass_workspace.argtypes = [c.c_int] * 5
+    lib.ss_cutlass_workspace.restype = c.c_longlong
+    lib.ss_cutlass_gemm.argtypes = [
+        c.c_int, c.c_int, *[c.c_void_p] * 7, *[c.c_int] * 5, c.c_void_p, c.c_size_t, c.c_void_p,
+    ]  # fmt: skip
+    lib.ss_cutlass_gemm.restype = c.c_int
+    size_p = c.POINTER(c.c_size_t)
+    lib.ss_cutlass_compressed_sizes.argtypes = [c.c_int, c.c_int, c.c_int, size_p, size_p, size_p]
+    lib.ss_cutlass_compressed_sizes.restype = c.c_int
+    lib.ss_cutlass_compress.argtypes = [
+        c.c_int, c.c_void_p, c.c_void_p, c.c_void_p, c.c_int, c.c_int, c.c_void_p, c.c_size_t,
+        c.c_void_p,
+    ]  # fmt: skip
+    lib.ss_cutlass_compress.restype = c.c_int
+
+
+def load() -> ctypes.CDLL:
+    """The loaded library, built first when no copy exists. RuntimeError with the reason when
+    it cannot be built or loaded (remembered: a worker does not retry a failed build)."""
+    global _lib, _error
+    with _lock:
+        if _lib is not None:
+            return _lib
+        if _error is not None:
+            raise RuntimeError(_error)
+        try:
+            path = built_library(default_build_dir())
+            if not path.is_file():
+                path = build(BuildConfig.detect())
+            lib = ctypes.CDLL(str(path))
+            _declare(lib)
+            if lib.ss_cutlass_api_version() != API_VERSION:
+                raise RuntimeError(f"{path} has API {lib.ss_cutlass_api_version()}, "
+                                   f"expected {API_VERSION}; rebuild it")  # fmt: skip
+        except Exception as exc:  # a failed build must not kill the worker: record it
+            text = str(exc).strip().splitlines()
+            _error = f"{type(exc).__name__}: {text[-1] if text else ''}"
+            raise RuntimeError(_error) from exc
+        _lib = lib
+        return lib
+
+
+def load_error() -> str | None:
+    """Why the library cannot be used here (None when it loads)."""
+    try:
+        load()
+    except RuntimeError as exc:
+        return str(exc)
+    return None
+
+
+def unsupported_reason(cc: tuple[int, int] | None) -> str | None:
+    """Why the CUTLASS kernels cannot run on compute capability ``cc``, or None."""
+    if cc is None:
+        return "no CUDA device"
+    if not (MIN_CC <= tuple(cc) <= MAX_CC):
+        arch = ", ".join(f"sm{a}" for a in ARCHS)
+        return f"the CUTLASS kernels are built for {arch} only; this GPU is cc {cc[0]}.{cc[1]}"
+    return None
+
+
+# --- calls ---------------------------------------------------------------------------------
+
+
+def family(dtype: str, sparse: bool) -> int:
+    """The family id of (operand dtype, sparse)."""
+    try:
+        return FAMILIES[(dtype, sparse)]
+    except KeyError:
+        raise ValueError(
+            f"no CUTLASS family for {dtype} {'sparse' if sparse else 'dense'}"
+        ) from None
+
+
+def config_names(fam: int) -> list[str]:
+    """The names of every configuration compiled for family ``fam``, by index."""
+    lib = load()
+    return [
+        lib.ss_cutlass_config_name(fam, i).decode() for i in range(lib.ss_cutlass_num_configs(fam))
+    ]
+
+
+def _check(status: int, what: str) -> None:
+    if status != 0:
+        raise RuntimeError(f"CUTLASS {what}: {STATUS.get(status, f'status {status}')}")
+
+
+_workspaces: dict = {}
+
+
+def _workspace(device, nbytes: int):
+    """A cached workspace of at least ``nbytes`` on ``device`` (None for zero): allocated
+    outside any CUDA-graph capture, on the first eager call of a shape."""
+    import torch
+
+    if nbytes <= 0:
+        return None
+    buf = _workspaces.get(device)
+    if buf is None or buf.numel() < nbytes:
+        buf = _workspaces[device] = torch.empty(nbytes, dtype=torch.uint8, device=device)
+    return buf
+
+
+def _ptr(t) -> int | None:
+    return None if t is None else t.data_ptr()
+
+
+def scaled_mm(
+    fam: int, cfg: int, x, w, meta, scale_x, scale_w, bias, N: int, swizzle=1, raster=0, out=None
+):
+    """``Y[M, N] = bf16(x·Wᵀ · scale_x[M] · scale_w[N] + bias[N])`` with configuration ``cfg``
+    and tile order (``swizzle``, ``raster``: see :data:`SCHEDULES`).
+
+    x [M, K] (fp8 / int8, contiguous); w: [N, K] for a dense family, the compressed weight
+    of :func:`compress` for a sparse one (``meta`` its metadata); scale_x [M], scale_w [N]
+    fp32 contiguous; bias [N] bf16 or None. Runs on torch's current stream.
+    """
+    import torch
+
+    lib = load()
+    M, K = x.shape
+    if out is None:
+        out = torch.empty((M, N), dtype=torch.bfloat16, device=x.device)
+    need = lib.ss_cutlass_workspace(fam, cfg, M, N, K)
+    if need < 0:
+        _check(4, "workspace query")
+    ws = _workspace(x.device, need)
+    stream = torch.cuda.current_stream(x.device).cuda_stream
+    status = lib.ss_cutlass_gemm(
+        fam, cfg, x.data_ptr(), w.data_ptr(), _ptr(meta), out.data_ptr(), scale_x.data_ptr(),
+        scale_w.data_ptr(), _ptr(bias), M, N, K, swizzle, raster, _ptr(ws),
+        0 if ws is None else ws.numel(), stream,
+    )  # fmt: skip
+    _check(status, f"GEMM M={M} N={N} K={K} config {cfg}")
+    return out
+
+
+def compress(fam: int, w):
+    """A slid 2:4 weight [N, K_slide] -> (compressed values, metadata) uint8 buffers."""
+    import torch
+
+    lib = load()
+    N, K = w.shape
+    a, e, ws = ctypes.c_size_t(), ctypes.c_size_t(), ctypes.c_size_t()
+    _check(lib.ss_cutlass_compressed_sizes(fam, N, K, a, e, ws), "compressed sizes")
+    comp = torch.zeros(a.value, dtype=torch.uint8, device=w.device)
+    meta = torch.zeros(e.value, dtype=torch.uint8, device=w.device)
+    work = torch.empty(max(1, ws.value), dtype=torch.uint8, device=w.device)
+    stream = torch.cuda.current_stream(w.device).cuda_stream
+    status = lib.ss_cutlass_compress(
+        fam, w.contiguous().data_ptr(), comp.data_ptr(), meta.data_ptr(), N, K, work.data_ptr(),
+        work.numel(), stream,
+    )  # fmt: skip
+    _check(status, f"compress N={N} K={K}")
+    return comp, meta
