@@ -22,8 +22,10 @@ from slidesparse.core.timing import DEFAULT_TARGET as TARGET
 @click.option(
     "--sparsity", default="dense,2_4,2_6,2_8,2_10,2_12,2_14,2_16,2_inf", show_default=True
 )
-@click.option("--dense-backends", default="cublaslt,torch-builtin", show_default=True)
-@click.option("--sparse-backends", default="cusparselt,torch-cslt", show_default=True)
+@click.option("--dense-backends", default="cublaslt,cutlass,torch-builtin", show_default=True)
+@click.option(
+    "--sparse-backends", default="cusparselt,cutlass-sparse,torch-cslt", show_default=True
+)
 @click.option("--cache-dir", type=click.Path(), default=None, help="Search cache root.")
 @click.option("--json-out", type=click.Path(), default=None, help="Write every row as JSON lines.")
 @target_spread_option(
@@ -63,6 +65,7 @@ def bench_gemm(model, square, dtypes, Ms, sparsity, dense_backends, sparse_backe
     lines = lib.speedup_table(rows)
     click.echo(lib.format_table(lines))
     click.echo(lib.published_comparison(lines, model))
+    click.echo(lib.backend_comparison(rows))
     if json_out:
         with open(json_out, "w") as f:
             for r in rows:

@@ -239,7 +239,19 @@ def _eff_table(eff: pd.DataFrame, keys: list[str], lat_col: str, lat_fmt) -> dic
     return table
 
 
+def _backend_table(wins: pd.DataFrame) -> list[list[str]]:
+    """Rows of the backend comparison: side (dense / pattern), backend, fastest on, median
+    latency over the best other backend."""
+    sides = ["dense", *[p for p in frames.order_patterns(wins["side"]) if p != "dense"]]
+    rows = []
+    for side in sides:
+        for r in wins[wins["side"] == side].sort_values("backend").itertuples():
+            rows.append([side, r.backend, f"{r.won}/{r.of}", _num(r.vs_best)])
+    return rows
+
+
 def kernel_context(cells: pd.DataFrame, out: Path, stem: str, plots: bool, cpu: bool) -> dict:
+    wins = speedups.backend_wins(cells)
     sp = speedups.kernel_speedups(cells)
     totals = speedups.model_totals(sp)
     sections, figures = [], []
@@ -272,6 +284,7 @@ def kernel_context(cells: pd.DataFrame, out: Path, stem: str, plots: bool, cpu: 
         sections.append(
             {
                 "dtype": dtype,
+                "backends": _backend_table(wins[wins["dtype"] == dtype]),
                 "square": sq,
                 "square_cols": sq_cols,
                 "models": models,

@@ -295,3 +295,29 @@ def test_interpreter_quant_rows_have_no_bandwidth():
     assert r.interpreter and r.latency_us == 30000.0
     assert all(pd.isna(v) for v in (r.gbps, r.copy_gbps, r.pct_of_copy))
     assert speedups.quant_findings(q) == []  # no GPU figure, nothing to conclude
+
+
+def test_backend_wins_counts_only_shapes_run_on_several_backends():
+    import pandas as pd
+
+    from slidesparse.report.speedups import backend_wins
+
+    def row(backend, sparsity, lat, M=16):
+        return dict(task="kernel-gemm", status="ok", gpu_tag="g", mode="square", model=None,
+                    layer=None, dtype="fp8", M=M, N=M, K=M, sparsity=sparsity,
+                    backend=backend, latency_us=lat)  # fmt: skip
+
+    cells = pd.DataFrame(
+        [
+            row("cublaslt", "dense", 10.0), row("cutlass", "dense", 8.0),
+            row("cublaslt", "dense", 10.0, M=32), row("cutlass", "dense", 12.5, M=32),
+            row("cublaslt", "dense", 5.0, M=64),  # one backend only: not compared
+            row("cusparselt", "2_4", 6.0), row("cutlass-sparse", "2_4", 7.5),
+        ]
+    )  # fmt: skip
+    w = backend_wins(cells).set_index(["side", "backend"])
+    assert (w.loc[("dense", "cutlass"), "won"], w.loc[("dense", "cutlass"), "of"]) == (1, 2)
+    assert w.loc[("dense", "cublaslt"), "won"] == 1
+    assert w.loc[("dense", "cutlass"), "vs_best"] == pytest.approx((0.8 + 1.25) / 2)
+    assert w.loc[("2_4", "cusparselt"), "vs_best"] == pytest.approx(0.8)
+    assert w.loc[("2_4", "cutlass-sparse"), "won"] == 0

@@ -104,3 +104,20 @@ def test_run_bench_records_unsupported_and_failed_cells():
         ("skipped", "no CUDA device"),
         ("failed", "CUDA error: an illegal instruction"),
     ]
+
+
+def test_backend_comparison_names_the_faster_backend_and_each_total():
+    from slidesparse.tasks.gemm_bench import backend_comparison
+
+    def row(backend, sparsity, layer, lat):
+        shape = {"mode": "model", "model": "m", "dtype": "fp8", "M": 64, "N": 8, "K": 8}
+        return {**shape, "layer": layer, "sparsity": sparsity, "backend": backend,
+                "latency_us": lat}  # fmt: skip
+
+    rows = [row("cublaslt", "dense", "qkv", 10.0), row("cutlass", "dense", "qkv", 9.0)]
+    rows += [row("cublaslt", "dense", "total", 10.0), row("cutlass", "dense", "total", 9.0)]
+    text = backend_comparison(rows).splitlines()
+    assert any("cutlass" in ln and "1/1" in ln and "0.900" in ln for ln in text), text
+    assert any("cublaslt" in ln and "0/1" in ln and "1.111" in ln for ln in text), text
+    assert any(ln.split()[-2:] == ["cutlass", "9.0"] for ln in text), text
+    assert backend_comparison([row("cublaslt", "dense", "qkv", 1.0)]) == ""
