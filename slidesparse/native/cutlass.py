@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import ctypes
-import hashlib
 import importlib.util
 import os
 import re
@@ -69,12 +68,9 @@ def source_dir() -> Path:
 
 def sources_hash() -> str:
     """A short hash of every CUTLASS source and header: part of the build directory's name."""
-    h = hashlib.sha256()
-    d = source_dir()
-    for name in (*SOURCES, *HEADERS):
-        h.update(name.encode())
-        h.update((d / name).read_bytes())
-    return h.hexdigest()[:12]
+    from slidesparse.native import extension
+
+    return extension.files_hash(source_dir(), (*SOURCES, *HEADERS))
 
 
 def include_dirs(override: str | None = None) -> list[Path]:

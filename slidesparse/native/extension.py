@@ -49,14 +49,18 @@ def source_dir() -> Path:
     return d
 
 
+def files_hash(folder: Path, names) -> str:
+    """A short hash of the named files' names and contents: part of a build folder's name."""
+    h = hashlib.sha256()
+    for name in names:
+        h.update(name.encode())
+        h.update((folder / name).read_bytes())
+    return h.hexdigest()[:12]
+
+
 def sources_hash() -> str:
     """A short hash of every source and header: part of the build directory's name."""
-    h = hashlib.sha256()
-    d = source_dir()
-    for name in (*SOURCES, *HEADERS):
-        h.update(name.encode())
-        h.update((d / name).read_bytes())
-    return h.hexdigest()[:12]
+    return files_hash(source_dir(), (*SOURCES, *HEADERS))
 
 
 def _cusparselt_candidates() -> list[Path]:

@@ -76,47 +76,38 @@ def _operands(dtype, M, gen):
     return x, w, sx, sw, bias
 
 
-def _run(cutlass, fam, cfg, x, w_dev, meta, sx, sw, bias, dtype):
+def _run(cutlass, fam, cfg, x, w_dev, meta, sx, sw, bias, dtype, order=(1, 0)):
     xq = x.cuda().to(DTYPES[dtype]).contiguous()
     b = bias.to("cuda", torch.bfloat16)
-    return cutlass.scaled_mm(fam, cfg, xq, w_dev, meta, sx.cuda(), sw.cuda(), b, sw.shape[0])
+    N = sw.shape[0]
+    return cutlass.scaled_mm(fam, cfg, xq, w_dev, meta, sx.cuda(), sw.cuda(), b, N, *order)
 
 
+@pytest.mark.parametrize("sparse", [False, True], ids=["dense", "sparse"])
 @pytest.mark.parametrize("dtype", list(DTYPES))
-def test_dense_every_config(cutlass, dtype):
-    fam = cutlass.family(dtype, False)
+def test_every_config_and_tile_order(cutlass, dtype, sparse):
+    """Every configuration at every M; every tile order (swizzle x raster) at one ragged M."""
+    fam = cutlass.family(dtype, sparse)
     names = cutlass.config_names(fam)
     assert names
-    gen = torch.Generator().manual_seed(0)
+    gen = torch.Generator().manual_seed(int(sparse))
     for M in MS:
         x, w, sx, sw, bias = _operands(dtype, M, gen)
-        wq = w.cuda().to(DTYPES[dtype]).contiguous()
+        if sparse:
+            w = _prune_24(w)
+            wq, meta = cutlass.compress(fam, w.cuda().to(DTYPES[dtype]))
+        else:
+            wq, meta = w.cuda().to(DTYPES[dtype]).contiguous(), None
+        orders = cutlass.SCHEDULES if M == 200 else cutlass.SCHEDULES[:1]
         for cfg, name in enumerate(names):
-            y = _run(cutlass, fam, cfg, x, wq, None, sx, sw, bias, dtype)
-            torch.cuda.synchronize()
-            try:
-                _check(y, x, w, sx, sw, bias, dtype)
-            except AssertionError as exc:
-                raise AssertionError(f"{dtype} dense {name} M={M}: {exc}") from None
-
-
-@pytest.mark.parametrize("dtype", list(DTYPES))
-def test_sparse_every_config(cutlass, dtype):
-    fam = cutlass.family(dtype, True)
-    names = cutlass.config_names(fam)
-    assert names
-    gen = torch.Generator().manual_seed(1)
-    for M in MS:
-        x, w, sx, sw, bias = _operands(dtype, M, gen)
-        w = _prune_24(w)
-        comp, meta = cutlass.compress(fam, w.cuda().to(DTYPES[dtype]))
-        for cfg, name in enumerate(names):
-            y = _run(cutlass, fam, cfg, x, comp, meta, sx, sw, bias, dtype)
-            torch.cuda.synchronize()
-            try:
-                _check(y, x, w, sx, sw, bias, dtype)
-            except AssertionError as exc:
-                raise AssertionError(f"{dtype} sparse {name} M={M}: {exc}") from None
+            for order in orders:
+                y = _run(cutlass, fam, cfg, x, wq, meta, sx, sw, bias, dtype, order)
+                torch.cuda.synchronize()
+                try:
+                    _check(y, x, w, sx, sw, bias, dtype)
+                except AssertionError as exc:
+                    what = f"{dtype} {'sparse' if sparse else 'dense'} {name} {order} M={M}"
+                    raise AssertionError(f"{what}: {exc}") from None
 
 
 @pytest.mark.parametrize("dtype", list(DTYPES))
