@@ -60,3 +60,34 @@ def is_suspect(value: float, pattern) -> bool:
 def efficiency_vs_2_4(value: float, speedup_2_4: float, pattern) -> float:
     """The paper's Eff_L = (S_L / S_2_4) / (0.5 · L/(L-2)): how much of 2:4's gain survives."""
     return (value / speedup_2_4) / (0.5 * ideal_speedup(pattern))
+
+
+def backend_wins(latencies) -> list[dict]:
+    """Which backend was fastest where several ran the same shape.
+
+    ``latencies``: (group, shape, backend, latency) tuples, ``group`` being what a result is
+    reported under (e.g. (dtype, "dense") or (dtype, pattern)), ``shape`` what makes two
+    measurements comparable; a backend's fastest latency per shape counts. Returns one dict per
+    (group, backend) with ``won`` (shapes where it was fastest), ``of`` (shapes measured on
+    two or more backends) and ``vs_best``: the median, over those shapes, of its latency over
+    the fastest other backend's (below 1: it wins by that much).
+    """
+    import statistics
+
+    best: dict[tuple, dict] = {}
+    for group, shape, backend, lat in latencies:
+        by_backend = best.setdefault((group, shape), {})
+        by_backend[backend] = min(lat, by_backend.get(backend, float("inf")))
+    stats: dict[tuple, tuple[list, list]] = {}
+    for (group, _), by_backend in best.items():
+        if len(by_backend) < 2:
+            continue
+        for backend, lat in by_backend.items():
+            other = min(v for b, v in by_backend.items() if b != backend)
+            won, ratios = stats.setdefault((group, backend), ([], []))
+            won.append(lat <= other)
+            ratios.append(lat / other)
+    return [
+        {"group": g, "backend": b, "won": sum(w), "of": len(w), "vs_best": statistics.median(r)}
+        for (g, b), (w, r) in sorted(stats.items(), key=lambda kv: str(kv[0]))
+    ]

@@ -76,43 +76,25 @@ _INTERVAL = ["speedup_lo", "speedup_hi"]
 
 
 def backend_wins(cells: pd.DataFrame) -> pd.DataFrame:
-    """Which backend was fastest where several ran the same shape (dense, or one pattern).
-
-    One row per (gpu_tag, dtype, side, backend), side being ``dense`` or the pattern; only
-    shapes measured on two or more backends count. Columns: won (shapes where it was
-    fastest), of (shapes compared), vs_best (median of its latency over the fastest other
-    backend's on those shapes: < 1 where it wins, by how much).
-    """
+    """Which backend was fastest where several ran the same shape (dense, or one pattern),
+    by :func:`slidesparse.core.metrics.backend_wins`: one row per (gpu_tag, dtype, side,
+    backend), side being ``dense`` or the pattern, with won, of and vs_best."""
     cols = ["gpu_tag", "dtype", "side", "backend", "won", "of", "vs_best"]
     if cells.empty:
         return pd.DataFrame(columns=cols)
     ok = cells[(cells["task"] == "kernel-gemm") & (cells["status"] == "ok")]
     ok = ok[ok["latency_us"].notna() & (ok["layer"].fillna("") != "total")]
-    ok = ok.assign(model=ok["model"].fillna(""), layer=ok["layer"].fillna(""))
-    ok = ok.groupby([*_KGROUP, "sparsity", "backend"], dropna=False, as_index=False)[
-        "latency_us"
-    ].min()
-    shape = [*_KGROUP, "sparsity"]
-    n = ok.groupby(shape, dropna=False)["backend"].transform("nunique")
-    ok = ok[n > 1]
-    if ok.empty:
-        return pd.DataFrame(columns=cols)
-    best = ok.groupby(shape, dropna=False)["latency_us"].transform("min")
-    ok = ok.assign(won=ok["latency_us"] == best)
-    # Each backend against the fastest of the others on the same shape.
-    other = []
-    for _, g in ok.groupby(shape, dropna=False, sort=False):
-        lat = g["latency_us"].to_numpy()
-        other += [lat[np.arange(len(lat)) != i].min() for i in range(len(lat))]
-    ok = ok.assign(ratio=ok["latency_us"].to_numpy() / np.array(other))
-    out = (
-        ok.groupby(["gpu_tag", "dtype", "sparsity", "backend"], dropna=False)
-        .agg(won=("won", "sum"), of=("won", "size"), vs_best=("ratio", "median"))
-        .reset_index()
-        .rename(columns={"sparsity": "side"})
-    )
-    out["won"] = out["won"].astype(int)
-    return out[cols]
+    shape = ["mode", "model", "layer", "M", "N", "K"]
+    lat = [
+        ((r["gpu_tag"], r["dtype"], r["sparsity"]), tuple(r[c] for c in shape), r["backend"],
+         float(r["latency_us"]))
+        for r in ok.fillna({"model": "", "layer": ""}).to_dict("records")
+    ]  # fmt: skip
+    wins = metrics.backend_wins(lat)
+    rows = [
+        dict(zip(cols[:3], w["group"], strict=True), **{k: w[k] for k in cols[3:]}) for w in wins
+    ]
+    return pd.DataFrame(rows, columns=cols)
 
 
 def _with_speedup(frame: pd.DataFrame, speedup: pd.Series) -> pd.DataFrame:

@@ -270,26 +270,21 @@ def bench_context(cache_dir: Path | None = None, *, target_spread: float = DEFAU
 
 def backend_comparison(rows: list[dict]) -> str:
     """Where several backends ran the same shape: how often each was fastest and its median
-    latency over the best other backend's (:func:`slidesparse.report.speedups.backend_wins`),
+    latency over the best other backend's (:func:`slidesparse.core.metrics.backend_wins`),
     plus the model total of each backend alone."""
-    import pandas as pd
-
-    from slidesparse.report.speedups import backend_wins
-
     ok = [r for r in rows if r.get("status", "ok") == "ok" and r.get("latency_us") is not None]
-    if not ok:
-        return ""
-    frame = pd.DataFrame(ok).assign(task="kernel-gemm", status="ok", gpu_tag="")
-    for col in ("model", "layer"):
-        if col not in frame:
-            frame[col] = None
-    wins = backend_wins(frame)
-    if wins.empty:
+    layers = [r for r in ok if r.get("layer") != "total"]
+    wins = metrics.backend_wins(
+        ((r["dtype"], r["sparsity"]), (r.get("model"), r.get("layer"), r["M"], r["N"], r["K"]),
+         r["backend"], r["latency_us"])
+        for r in layers
+    )  # fmt: skip
+    if not wins:
         return ""
     out = [f"{'dtype':<6} {'side':<6} {'backend':<16} {'fastest':>8} {'vs best other':>14}"]
-    for r in wins.itertuples():
-        out.append(f"{r.dtype:<6} {r.side:<6} {r.backend:<16} {f'{r.won}/{r.of}':>8} "
-                   f"{r.vs_best:>14.3f}")  # fmt: skip
+    for w in wins:
+        (dtype, side), frac = w["group"], f"{w['won']}/{w['of']}"
+        out.append(f"{dtype:<6} {side:<6} {w['backend']:<16} {frac:>8} {w['vs_best']:>14.3f}")
     totals = [r for r in ok if r.get("layer") == "total"]
     if totals:
         out.append(f"{'dtype':<6} {'M':>6} {'side':<6} {'backend':<16} {'model total us':>15}")
