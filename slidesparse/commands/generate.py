@@ -48,6 +48,14 @@ def _token_ids(text: str) -> list[int]:
 )
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None)
 @click.option("--require-pruned", is_flag=True, help="Refuse weights not pruned to --sparsity.")
+@click.option(
+    "--gemm",
+    type=click.Choice(["auto", "cutlass", "csrc"]),
+    default="auto",
+    show_default=True,
+    help="Quantized GEMMs: CUTLASS with the scales fused (auto: where it runs) or cuBLASLt / "
+    "cuSPARSELt plus a dequant pass.",
+)
 @click.option("--cache-dir", type=click.Path(), default=None, help="Cache root.")
 def generate(
     model,
@@ -60,6 +68,7 @@ def generate(
     batch,
     device,
     require_pruned,
+    gemm,
     cache_dir,
 ) -> None:
     """Greedy-decode MAX_NEW tokens from a prompt on one engine backend."""
@@ -86,6 +95,7 @@ def generate(
         device=device,
         require_pruned=require_pruned,
         cache_dir=cache_dir,
+        gemm=gemm,
     )
     if max(ids) >= eng.cfg.vocab_size:
         raise UserError(f"token id {max(ids)} is outside the vocabulary ({eng.cfg.vocab_size})")
