@@ -85,22 +85,22 @@ class _Cutlass(GemmBackend):
         }
 
     @staticmethod
-    def _input(x, dtype: str) -> CutlassInput:
+    def _ones(n: int, device):
+        """A unit scale vector: the kernel cell checks the plain product."""
         import torch
 
+        return torch.ones(n, dtype=torch.float32, device=device)
+
+    def _input(self, x, dtype: str) -> CutlassInput:
         x = x.to(torch_dtype(dtype)).contiguous()
-        return CutlassInput(x, torch.ones(x.shape[0], dtype=torch.float32, device=x.device))
+        return CutlassInput(x, self._ones(x.shape[0], x.device))
 
 
-@register_backend(
-    "cutlass",
-    sparse=False,
-    baseline=True,
-    dtypes=("int8", "fp8"),
-    min_cc=MIN_CC,
-    max_cc=MAX_CC,
-    needs_cutlass=True,
-)
+# What both backends need: sm90a (cc 9.0 exactly), the CUTLASS library, W8A8 operands.
+_NEEDS = {"dtypes": ("int8", "fp8"), "min_cc": MIN_CC, "max_cc": MAX_CC, "needs_cutlass": True}
+
+
+@register_backend("cutlass", sparse=False, baseline=True, **_NEEDS)
 class CutlassDense(_Cutlass):
     """Dense W8A8 GEMM on CUTLASS with the scales in the epilogue."""
 
@@ -108,25 +108,16 @@ class CutlassDense(_Cutlass):
     sparse = False
 
     def prepare_weight(self, w_values, pattern, dtype, out_dtype) -> PreparedWeight:
-        import torch
-
         N, K = w_values.shape
         w = w_values.to(torch_dtype(dtype)).contiguous()
-        scale = torch.ones(N, dtype=torch.float32, device=w.device)
-        return PreparedWeight(N, K, K, dtype, out_dtype, pattern, CutlassWeight(w, None, scale))
+        data = CutlassWeight(w, None, self._ones(N, w.device))
+        return PreparedWeight(N, K, K, dtype, out_dtype, pattern, data)
 
     def prepare_input(self, x_values, weight: PreparedWeight) -> CutlassInput:
         return self._input(x_values, weight.dtype)
 
 
-@register_backend(
-    "cutlass-sparse",
-    sparse=True,
-    dtypes=("int8", "fp8"),
-    min_cc=MIN_CC,
-    max_cc=MAX_CC,
-    needs_cutlass=True,
-)
+@register_backend("cutlass-sparse", sparse=True, **_NEEDS)
 class CutlassSparse(_Cutlass):
     """2:4 W8A8 GEMM on CUTLASS (its compressor, the scales in the epilogue)."""
 
@@ -134,8 +125,6 @@ class CutlassSparse(_Cutlass):
     sparse = True
 
     def prepare_weight(self, w_values, pattern, dtype, out_dtype) -> PreparedWeight:
-        import torch
-
         from slidesparse.core import sparsity
         from slidesparse.native import cutlass
 
@@ -143,10 +132,9 @@ class CutlassSparse(_Cutlass):
         w_slide = sparsity.slide_weight(w_values, pattern).to(torch_dtype(dtype)).contiguous()
         values, meta = cutlass.compress(self._fam(dtype), w_slide)
         del w_slide
-        scale = torch.ones(N, dtype=torch.float32, device=values.device)
         return PreparedWeight(
             N, K, sparsity.k_slide(K, pattern), dtype, out_dtype, pattern,
-            CutlassWeight(values, meta, scale),
+            CutlassWeight(values, meta, self._ones(N, values.device)),
             extra={"compressed_bytes": values.numel() + meta.numel()},
         )  # fmt: skip
 
