@@ -10,6 +10,9 @@ import click
 from slidesparse.commands.options import results_option
 from slidesparse.core.errors import UserError
 
+# Runs whose time accounting `results` prints, newest last.
+RECENT_RUNS = 5
+
 
 @click.command("results")
 @click.argument("directory", required=False, type=click.Path(file_okay=False, path_type=Path))
@@ -20,10 +23,12 @@ from slidesparse.core.errors import UserError
     help="Move unreadable part files to quarantine/ and compact the parts of killed runs.",
 )
 def results_cmd(directory: Path | None, results: Path, repair: bool) -> None:
-    """Summarize a results directory: per GPU tag, cells by task and status.
+    """Summarize a results directory: per GPU tag, cells by task and status, and for the
+    latest runs the share of their wall time spent inside cells.
 
     Reading never changes the folder; ``--repair`` is the one way to tidy it.
     """
+    from slidesparse.results.runlog import run_stats
     from slidesparse.results.store import Store, StoreWarning, summarize
 
     store = Store(directory or results)
@@ -62,6 +67,8 @@ def results_cmd(directory: Path | None, results: Path, repair: bool) -> None:
                 f"{int(n)} {s}" for s, n in zip(grp["status"], grp["cells"], strict=True)
             )
             click.echo(f"  {task:<14} {parts}")
+        for path in runs[-RECENT_RUNS:]:
+            click.echo(f"  run {run_stats(path).describe()}")
 
 
 commands = [results_cmd]

@@ -344,6 +344,7 @@ def _run_locked(plan: Plan, options: RunOptions, progress, store: Store) -> RunS
     counts: Counter = Counter()
     failures: list[tuple[str, str, str]] = []
     t0 = time.monotonic()
+    in_cells = [0.0]  # seconds the cells took, summed (slidesparse.results.runlog)
     rec.event(
         "run_start",
         run_id=run_id,
@@ -375,6 +376,8 @@ def _run_locked(plan: Plan, options: RunOptions, progress, store: Store) -> RunS
             rows = cell_rows(cell, result, run_id=run_id, machine=machine)
         status = result["status"]
         counts[status] += 1
+        if status != "skipped":
+            in_cells[0] += float(result.get("duration_s") or 0.0)
         detail = ""
         if status != "ok":
             message = (result.get("error_message") or "").strip()
@@ -441,6 +444,7 @@ def _run_locked(plan: Plan, options: RunOptions, progress, store: Store) -> RunS
             counts=dict(counts),
             interrupted=interrupted,
             duration_s=time.monotonic() - t0,
+            in_cells_s=in_cells[0],
         )
         rec.close()
         progress.close()
