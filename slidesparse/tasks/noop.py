@@ -109,6 +109,8 @@ def run(params: Mapping[str, Any], ctx: TaskContext) -> list[dict]:
             "extra": {
                 "index": params.get("index"),
                 "device": ctx.device,
+                # The device the pool pinned this worker to (one worker per GPU).
+                "visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
                 "target_spread": ctx.target_spread,
             },
         }

@@ -377,3 +377,48 @@ def test_gpu_slots_pin_one_worker_per_visible_device(monkeypatch):
         gpu_slots("0,2", has_gpu=True)
     with pytest.raises(UserError, match="bad --gpus"):
         gpu_slots("first", has_gpu=True)
+
+
+def test_one_worker_per_device_and_a_killed_worker_is_replaced_on_its_device(tmp_path):
+    """The two-GPU dispatch on CPU workers with two fake device ids: each worker sees only its
+    own CUDA_VISIBLE_DEVICES, every cell finishes exactly once, and the worker a cell killed
+    comes back pinned to the same device."""
+    from slidesparse.run.matrix import expand, load_matrix
+    from slidesparse.run.pool import PoolConfig, dispatch
+
+    matrix = _matrix(
+        tmp_path,
+        """
+        blocks:
+          - task: noop
+            axes: {action: [exit], index: [99]}
+          - task: noop
+            axes: {action: [sleep], sleep_s: [0.05], count: 12}
+        """,
+    )
+    cells = expand(load_matrix(matrix)[0])
+    finished: dict[str, dict] = {}
+    events: list[dict] = []
+
+    def finish(cell, result):
+        assert cell.cell_id not in finished, "a cell finished twice"
+        finished[cell.cell_id] = result
+
+    config = PoolConfig(
+        slots=["0", "1"], device="cpu", gpu_tag=TAG, cache_dir=tmp_path / "cache",
+        log_dir=tmp_path / "logs", run_id="r",
+    )  # fmt: skip
+
+    def event(name, **fields):
+        events.append({"event": name, **fields})
+
+    dispatch(cells, config, finish=finish, event=event, note=lambda _: None,
+             on_tick=lambda: None, stopped=lambda: False)  # fmt: skip
+    assert set(finished) == {c.cell_id for c in cells}
+    status = [r["status"] for r in finished.values()]
+    assert status.count("ok") == 12 and status.count("failed") == 1
+    seen = {r["rows"][0]["extra"]["visible_devices"] for r in finished.values() if r.get("rows")}
+    assert seen == {"0", "1"}
+    starts = [(e["slot"], e["gpu"]) for e in events if e["event"] == "worker_start"]
+    assert set(starts) == {(0, "0"), (1, "1")}
+    assert len(starts) == 3  # the killed worker was started again, on its own device
