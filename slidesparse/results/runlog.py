@@ -5,6 +5,8 @@ The runner writes one JSONL event log per run (``<gpu_tag>/runs/<run_id>.jsonl``
 ``duration_s``, and a ``run_end`` with the run's wall time. A run that spends its wall time
 outside cells (worker start, crash vetting, searches, flushes) shows it here as a low share:
 ``in_cells_s`` summed over the cells, over ``wall_s`` times the number of worker slots.
+``run_start`` also holds what ``plan`` predicted for the run, so each run checks the
+prediction: ``predicted_s`` against ``wall_s``.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ class RunStats:
     wall_s: float | None  # None: the run has no run_end (killed)
     in_cells_s: float
     slots: int  # worker slots that started (at least 1 when any cell ran)
+    predicted_s: float | None = None  # plan's estimate at the start (None: not recorded)
+    unestimated: int = 0  # cells the estimate had no history or cost model for
 
     @property
     def share(self) -> float | None:
@@ -36,13 +40,23 @@ class RunStats:
         wall = "killed before its end" if self.wall_s is None else f"{self.wall_s:.0f} s wall"
         share = "" if self.share is None else f", {self.share:.0%} of it inside cells"
         workers = f" on {self.slots} worker{'s' if self.slots != 1 else ''}" if self.slots else ""
-        return f"{self.run_id}: {self.cells} cells{workers}, {wall}{share}"
+        return f"{self.run_id}: {self.cells} cells{workers}, {wall}{share}{self._prediction()}"
+
+    def _prediction(self) -> str:
+        if self.predicted_s is None or not self.cells:
+            return ""
+        gap = f" ({self.unestimated} cells unestimated)" if self.unestimated else ""
+        text = f"; plan predicted {self.predicted_s:.0f} s{gap}"
+        if self.wall_s and self.predicted_s > 0:
+            text += f", actual / predicted {self.wall_s / self.predicted_s:.2f}"
+        return text
 
 
 def run_stats(path: Path) -> RunStats:
     """The time accounting of the event log at ``path`` (unreadable lines are skipped: a log
     cut short by a kill still counts what it holds)."""
     cells, in_cells, wall, slots = 0, 0.0, None, set()
+    predicted, unestimated = None, 0
     for line in Path(path).read_text(encoding="utf-8", errors="replace").splitlines():
         try:
             ev = json.loads(line)
@@ -51,11 +65,14 @@ def run_stats(path: Path) -> RunStats:
         if not isinstance(ev, dict):
             continue
         name = ev.get("event")
-        if name == "worker_start":
+        if name == "run_start" and ev.get("predicted_s") is not None:
+            predicted, unestimated = float(ev["predicted_s"]), int(ev.get("unestimated") or 0)
+        elif name == "worker_start":
             slots.add(ev.get("slot"))
         elif name == "cell_end" and ev.get("status") != "skipped":
             cells += 1
             in_cells += float(ev.get("duration_s") or 0.0)
         elif name == "run_end":
             wall = float(ev.get("duration_s") or 0.0)
-    return RunStats(Path(path).stem, cells, wall, in_cells, len(slots) or (1 if cells else 0))
+    n_slots = len(slots) or (1 if cells else 0)
+    return RunStats(Path(path).stem, cells, wall, in_cells, n_slots, predicted, unestimated)

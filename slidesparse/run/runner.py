@@ -332,6 +332,9 @@ def run_plan(plan: Plan, options: RunOptions, progress: PlainProgress | None = N
 
 def _run_locked(plan: Plan, options: RunOptions, progress, store: Store) -> RunSummary:
     machine = plan.machine
+    to_run, to_skip = plan.to_run(), plan.to_skip()
+    # Before anything is written: a bad --gpus is a one-line error, not a half-begun run.
+    slots = worker_slots(plan, options) if to_run else []
     # A part nobody can read would be skipped by every later read: set it aside (with a
     # warning) before this run writes, so its cells, planned to run again, are stored anew.
     store.quarantine_unreadable(machine.gpu_tag)
@@ -339,14 +342,17 @@ def _run_locked(plan: Plan, options: RunOptions, progress, store: Store) -> RunS
     run_id = new_run_id()
     rec = _Recorder(store, machine.gpu_tag, run_id, options)
     progress = progress or make_progress(options.progress)
-    to_run, to_skip = plan.to_run(), plan.to_skip()
     kept_failed = sum(1 for p in plan.cells if p.action == "keep" and p.previous == "failed")
     counts: Counter = Counter()
     failures: list[tuple[str, str, str]] = []
     t0 = time.monotonic()
     in_cells = [0.0]  # seconds the cells took, summed (slidesparse.results.runlog)
+    # plan's prediction, kept beside the run's wall time so the two can be compared after.
+    predicted_s, unestimated, _, _ = plan.estimate(len(slots))
     rec.event(
         "run_start",
+        predicted_s=predicted_s,
+        unestimated=unestimated,
         run_id=run_id,
         source=plan.source,
         gpu_tag=machine.gpu_tag,
@@ -415,7 +421,7 @@ def _run_locked(plan: Plan, options: RunOptions, progress, store: Store) -> RunS
         if to_run:
             store_ = Store(options.results)
             config = PoolConfig(
-                slots=worker_slots(plan, options),
+                slots=slots,
                 device="cuda" if machine.has_gpu else "cpu",
                 gpu_tag=machine.gpu_tag,
                 cache_dir=store_.cache_dir(machine.gpu_tag),
