@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from slidesparse.core.dtypes import dtype_name
 from slidesparse.core.errors import UserError
 from slidesparse.gemm.base import PreparedWeight
 from slidesparse.gemm.search import SearchCache, cache_key, search
@@ -30,8 +31,6 @@ ENGINE_A_LAYOUT = 1
 # Per-configuration timing budgets in µs (budget, min, max samples), as the kernel task's.
 _SEARCH_BUDGET = (8_000.0, 2, 5)
 _SEARCH_ROUNDS = 3
-_OUT_NAME = {torch.int32: "int32", torch.bfloat16: "bf16", torch.float32: "fp32"}
-_Q_NAME = {torch.int8: "int8", torch.float8_e4m3fn: "fp8"}
 
 
 def cfg_list(kind: str, config: dict) -> list[int]:
@@ -46,7 +45,9 @@ def cfg_list(kind: str, config: dict) -> list[int]:
             int(config.get("layout", ENGINE_A_LAYOUT)),
         ]
     if kind in ("cutlass", "cutlass-sparse"):
-        return [int(config.get(k, d)) for k, d in (("config", 0), ("swizzle", 1), ("raster", 0))]
+        from slidesparse.gemm.cutlass_backends import config_args
+
+        return list(config_args(config))
     if kind == "torch-cslt":
         return [
             int(config.get("alg_id", 0)),
@@ -84,7 +85,7 @@ class AlgoSelector:
                 "capture; run the step eagerly once first"
             )
         pattern = lin.pattern or "dense"
-        dtype, out = _Q_NAME[lin.qdtype], _OUT_NAME[lin.acc_dtype]
+        dtype, out = dtype_name(lin.qdtype), dtype_name(lin.acc_dtype)
         key = cache_key(self.kind, dtype, out, pattern, lin.N, lin.K, q.shape[0])
         memo = self._memo.get(key)
         if memo is not None:  # every layer has the same shapes: pick once per process
@@ -105,8 +106,7 @@ class AlgoSelector:
         if lin.fused:
             from slidesparse.gemm.cutlass_backends import CutlassInput
 
-            # Unit token scales: the search times the epilogue, not these values.
-            q = CutlassInput(q, torch.ones(q.shape[0], dtype=torch.float32, device=q.device))
+            q = CutlassInput.unit(q)  # the search times the epilogue, not these values
         cands = backend.candidates(w, q)
         if self.kind == "cusparselt":
             cands = [c for c in cands if (c.get("layout", 0) & 1) == ENGINE_A_LAYOUT]

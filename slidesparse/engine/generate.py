@@ -160,7 +160,8 @@ def build_engine(
 
         err = cerr = None
         if device == "cuda":
-            cerr = algos.cutlass_error() if gemm != "csrc" else "not asked for"
+            cerr = algos.cutlass_error() if gemm != "csrc" else None
+            # The csrc extension is built only where its GEMMs will run.
             err = algos.extension_error() if gemm == "csrc" or cerr else None
         kind = algos.gemm_kind(device, pattern is not None, err, gemm=gemm, cutlass_error=cerr)
         if ctx is not None:

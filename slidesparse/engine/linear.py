@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from slidesparse.core.dtypes import dtype_name
 from slidesparse.kernels import numerics
 
 BACKENDS = ("bf16", "w8a8", "slidesparse")
@@ -149,7 +150,7 @@ def engine_scaled_mm(
     """
     from slidesparse.native import cutlass
 
-    fam = cutlass.family(_Q_NAMES[x.dtype], kind == "cutlass-sparse")
+    fam = cutlass.family(dtype_name(x.dtype), kind == "cutlass-sparse")
     return cutlass.scaled_mm(fam, cfg[0], x, w, meta, scale_x, scale_w, bias, N, cfg[1], cfg[2])
 
 
@@ -157,9 +158,6 @@ def engine_scaled_mm(
 def _engine_scaled_mm_fake(x, w, meta, scale_x, scale_w, bias, N, kind, cfg):
     torch._check(x.dim() == 2, lambda: f"engine_scaled_mm: x must be 2-D, got {x.dim()}-D")
     return x.new_empty((x.shape[0], N), dtype=torch.bfloat16)
-
-
-_Q_NAMES = {torch.int8: "int8", torch.float8_e4m3fn: "fp8"}
 
 
 # --- weight quantization -------------------------------------------------------------------

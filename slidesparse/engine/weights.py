@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from slidesparse.core.atomic import atomic_write
+from slidesparse.core.dtypes import dtype_name
 from slidesparse.core.errors import UserError
 from slidesparse.engine.config import EngineConfig
 
@@ -278,7 +279,7 @@ class LinearPlan:
     require_pruned: bool = False
 
     def cache_tag(self) -> str:
-        q = {torch.int8: "int8", torch.float8_e4m3fn: "fp8"}.get(self.qdtype, "none")
+        q = "none" if self.qdtype is None else dtype_name(self.qdtype)
         return f"v{FORMAT_VERSION}|{self.backend}|{q}|{self.pattern}|{self.prune}|{self.kind}"
 
 
@@ -353,7 +354,7 @@ def pack_linear(q: torch.Tensor, scale: torch.Tensor, plan: LinearPlan, slid=Non
     elif plan.kind == "cutlass-sparse":
         from slidesparse.native import cutlass
 
-        fam = cutlass.family("int8" if q.dtype == torch.int8 else "fp8", True)
+        fam = cutlass.family(dtype_name(q.dtype), True)
         slid, meta = cutlass.compress(fam, slid)  # [bytes], [bytes] uint8
         return {"weight": slid, "meta": meta, "w_scale": scale}
     return {"weight": slid, "w_scale": scale}

@@ -37,12 +37,30 @@ class CutlassWeight:
     scale: Any  # [N] fp32
 
 
+def unit_scales(n: int, device):
+    """A scale vector of ones [n] fp32: a kernel cell checks the plain product, while the
+    epilogue still reads the vector and multiplies."""
+    import torch
+
+    return torch.ones(n, dtype=torch.float32, device=device)
+
+
+def config_args(config: dict) -> tuple[int, int, int]:
+    """(configuration index, swizzle, raster) of a searched config dict."""
+    return int(config.get("config", 0)), int(config.get("swizzle", 1)), int(config.get("raster", 0))
+
+
 @dataclass
 class CutlassInput:
     """An activation [M, K'] and its per-token scale vector [M] fp32."""
 
     x: Any
     scale: Any
+
+    @classmethod
+    def unit(cls, x) -> CutlassInput:
+        """A quantized activation with unit token scales."""
+        return cls(x, unit_scales(x.shape[0], x.device))
 
 
 class _Cutlass(GemmBackend):
@@ -66,9 +84,8 @@ class _Cutlass(GemmBackend):
     def make_call(self, weight: PreparedWeight, inp: CutlassInput, config: dict):
         from slidesparse.native import cutlass
 
-        fam, cfg, w = self._fam(weight.dtype), int(config.get("config", 0)), weight.data
+        fam, w, (cfg, sw, r) = self._fam(weight.dtype), weight.data, config_args(config)
         x, sx, N = inp.x, inp.scale, weight.N
-        sw, r = int(config.get("swizzle", 1)), int(config.get("raster", 0))
         return lambda: cutlass.scaled_mm(fam, cfg, x, w.values, w.meta, sx, w.scale, None, N, sw, r)
 
     def describe(self, weight: PreparedWeight, config: dict) -> dict:
@@ -85,15 +102,8 @@ class _Cutlass(GemmBackend):
         }
 
     @staticmethod
-    def _ones(n: int, device):
-        """A unit scale vector: the kernel cell checks the plain product."""
-        import torch
-
-        return torch.ones(n, dtype=torch.float32, device=device)
-
-    def _input(self, x, dtype: str) -> CutlassInput:
-        x = x.to(torch_dtype(dtype)).contiguous()
-        return CutlassInput(x, self._ones(x.shape[0], x.device))
+    def _input(x, dtype: str) -> CutlassInput:
+        return CutlassInput.unit(x.to(torch_dtype(dtype)).contiguous())
 
 
 # What both backends need: sm90a (cc 9.0 exactly), the CUTLASS library, W8A8 operands.
@@ -110,7 +120,7 @@ class CutlassDense(_Cutlass):
     def prepare_weight(self, w_values, pattern, dtype, out_dtype) -> PreparedWeight:
         N, K = w_values.shape
         w = w_values.to(torch_dtype(dtype)).contiguous()
-        data = CutlassWeight(w, None, self._ones(N, w.device))
+        data = CutlassWeight(w, None, unit_scales(N, w.device))
         return PreparedWeight(N, K, K, dtype, out_dtype, pattern, data)
 
     def prepare_input(self, x_values, weight: PreparedWeight) -> CutlassInput:
@@ -134,7 +144,7 @@ class CutlassSparse(_Cutlass):
         del w_slide
         return PreparedWeight(
             N, K, sparsity.k_slide(K, pattern), dtype, out_dtype, pattern,
-            CutlassWeight(values, meta, self._ones(N, values.device)),
+            CutlassWeight(values, meta, unit_scales(N, values.device)),
             extra={"compressed_bytes": values.numel() + meta.numel()},
         )  # fmt: skip
 

@@ -236,12 +236,13 @@ def current_gpu_tag() -> str | None:
     return device_tag(torch.cuda.current_device())
 
 
-def find_entry(tables, kernel: str, dtypes: str, size: int, M: int) -> dict | None:
-    """The best matching record: exact key first, then the nearest tuned M bucket."""
+def _match(tables, kernel: str, dtypes: str, size: int, M: int) -> tuple[dict | None, str]:
+    """(record, where it came from): the exact key (``tuned``), else the nearest tuned M bucket
+    of the same kernel, dtypes and size (``nearest M``), else (None, ``default``)."""
     key = make_key(kernel, dtypes, size, M)
     for table in tables:
         if key in table["entries"]:
-            return table["entries"][key]
+            return table["entries"][key], "tuned"
     prefix = f"{kernel}|{dtypes}|{size}|"
     want = m_bucket(M).bit_length()
     for table in tables:
@@ -251,8 +252,13 @@ def find_entry(tables, kernel: str, dtypes: str, size: int, M: int) -> dict | No
             if k.startswith(prefix)
         ]
         if near:
-            return table["entries"][min(near)[1]]
-    return None
+            return table["entries"][min(near)[1]], "nearest M"
+    return None, "default"
+
+
+def find_entry(tables, kernel: str, dtypes: str, size: int, M: int) -> dict | None:
+    """The best matching record: exact key first, then the nearest tuned M bucket."""
+    return _match(tables, kernel, dtypes, size, M)[0]
 
 
 # Cases launched on an untuned config in this process (key -> "default" | "nearest M"): a
@@ -262,9 +268,7 @@ _UNTUNED: dict[str, str] = {}
 
 @functools.cache
 def _lookup(gpu_tag: str | None, kernel: str, dtypes: str, size: int, bucket: int) -> dict:
-    tables = _tables(gpu_tag)
-    entry = find_entry(tables, kernel, dtypes, size, bucket)
-    source = config_source(kernel, dtypes, size, bucket, tables)
+    entry, source = _match(_tables(gpu_tag), kernel, dtypes, size, bucket)
     if source != "tuned":
         _UNTUNED[make_key(kernel, dtypes, size, bucket)] = source
     if entry is None:
@@ -276,13 +280,7 @@ def config_source(kernel: str, dtypes: str, size: int, M: int, tables=None) -> s
     """Where a launch's config comes from: ``tuned`` (this exact case), ``nearest M`` (the
     same kernel, dtypes and size tuned at another M bucket) or ``default`` (nothing tuned)."""
     tables = _tables(current_gpu_tag()) if tables is None else tables
-    key = make_key(kernel, dtypes, size, M)
-    if any(key in t["entries"] for t in tables):
-        return "tuned"
-    prefix = f"{kernel}|{dtypes}|{size}|"
-    if any(k.startswith(prefix) for t in tables for k in t["entries"]):
-        return "nearest M"
-    return "default"
+    return _match(tables, kernel, dtypes, size, M)[1]
 
 
 def untuned_launches() -> dict[str, str]:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import ctypes
+import functools
 import importlib.util
 import os
 import re
@@ -183,9 +184,10 @@ def build(config: BuildConfig, *, jobs: int | None = None, verbose: bool = False
                 if verbose and res.stderr.strip():
                     print(res.stderr)
         lib = tmp_dir / LIB_NAME
-        res = _run(config.link_command(objs, lib))
+        link = config.link_command(objs, lib)
+        res = _run(link)
         if res.returncode != 0:
-            raise RuntimeError(_failure(config.link_command(objs, lib), res))
+            raise RuntimeError(_failure(link, res))
         config.build_dir.mkdir(parents=True, exist_ok=True)
         os.replace(lib, built_library(config.build_dir))
     return built_library(config.build_dir)
@@ -305,6 +307,16 @@ def _check(status: int, what: str) -> None:
 _workspaces: dict = {}
 
 
+@functools.cache
+def _workspace_bytes(fam: int, cfg: int, M: int, N: int, K: int) -> int:
+    """Workspace bytes of one configuration at one shape: asked once, not on every eager call
+    (the engine's prefill launches each shape once per layer)."""
+    need = load().ss_cutlass_workspace(fam, cfg, M, N, K)
+    if need < 0:
+        _check(4, "workspace query")
+    return need
+
+
 def _workspace(device, nbytes: int):
     """A cached workspace of at least ``nbytes`` on ``device`` (None for zero): allocated
     outside any CUDA-graph capture, on the first eager call of a shape."""
@@ -338,10 +350,7 @@ def scaled_mm(
     M, K = x.shape
     if out is None:
         out = torch.empty((M, N), dtype=torch.bfloat16, device=x.device)
-    need = lib.ss_cutlass_workspace(fam, cfg, M, N, K)
-    if need < 0:
-        _check(4, "workspace query")
-    ws = _workspace(x.device, need)
+    ws = _workspace(x.device, _workspace_bytes(fam, cfg, M, N, K))
     stream = torch.cuda.current_stream(x.device).cuda_stream
     status = lib.ss_cutlass_gemm(
         fam, cfg, x.data_ptr(), w.data_ptr(), _ptr(meta), out.data_ptr(), scale_x.data_ptr(),
