@@ -68,7 +68,10 @@ def results_cmd(directory: Path | None, results: Path, repair: bool) -> None:
             )
             click.echo(f"  {task:<14} {parts}")
         for path in runs[-RECENT_RUNS:]:
-            click.echo(f"  run {run_stats(path).describe()}")
+            stats = run_stats(path)
+            click.echo(f"  run {stats.describe()}")
+            for line in stats.details():
+                click.echo(f"      {line}")
 
 
 commands = [results_cmd]

@@ -91,3 +91,42 @@ def backend_wins(latencies) -> list[dict]:
         {"group": g, "backend": b, "won": sum(w), "of": len(w), "vs_best": statistics.median(r)}
         for (g, b), (w, r) in sorted(stats.items(), key=lambda kv: str(kv[0]))
     ]
+
+
+def total_row(rows: list[dict]) -> dict:
+    """The model-total row: latency stats summed over the layer rows at the same M.
+
+    Its spread is the layers' confidence half-widths summed over the summed median (the
+    widest the sum's can be); where every layer was timed interleaved with the same dense
+    backend, its speedup and interval combine the layers' (:func:`total_speedup`).
+    """
+    total = {k: rows[0][k] for k in ("model", "mode", "dtype", "out_dtype", "backend", "sparsity")}
+    lat = sum(r["latency_us"] for r in rows)
+    flops = sum(2.0 * r["M"] * r["N"] * r["K"] for r in rows)
+    met = [r.get("spread_met") for r in rows]
+    extra = {"layers": [r["layer"] for r in rows]}
+    paired = [r["extra"] for r in rows if "speedup_lo" in r.get("extra", {})]
+    if len(paired) == len(rows) and len({e["dense_backend"] for e in paired}) == 1:
+        dense = [e["dense_latency_us"] for e in paired]
+        keys = ("speedup_vs_dense", "speedup_lo", "speedup_hi")
+        extra |= {k: total_speedup(dense, [e[k] for e in paired]) for k in keys}
+        extra |= {"dense_latency_us": sum(dense), "dense_backend": paired[0]["dense_backend"]}
+    total.update(
+        layer="total",
+        M=rows[0]["M"],
+        kernel="+".join(sorted({str(r.get("kernel")) for r in rows})),
+        latency_us=lat,
+        latency_p25_us=sum(r["latency_p25_us"] for r in rows),
+        latency_p75_us=sum(r["latency_p75_us"] for r in rows),
+        latency_min_us=sum(r["latency_min_us"] for r in rows),
+        n_samples=min(r["n_samples"] for r in rows),
+        latency_spread=sum(r["latency_spread"] * r["latency_us"] for r in rows) / lat,
+        spread_met=None if None in met else all(met),
+        timer=rows[0]["timer"],
+        tops=flops / (lat * 1e-6) / 1e12,
+        correct=all(r["correct"] for r in rows),
+        max_abs_err=max(r["max_abs_err"] for r in rows),
+        baseline_suspect=any(bool(r.get("baseline_suspect")) for r in rows),
+        extra=extra,
+    )
+    return total

@@ -73,6 +73,25 @@ class Adaptive:
 
 
 @dataclass(frozen=True)
+class Fixed:
+    """A fixed number of samples instead of adaptive sampling: the seeds' way, kept so the
+    two can be compared on the same cells (``benchmarks/matrix_speed.py``)."""
+
+    samples: int
+
+    def __post_init__(self) -> None:
+        if self.samples < 1:
+            raise ValueError(f"Fixed.samples must be >= 1, got {self.samples!r}")
+
+
+Policy = Adaptive | Fixed
+
+
+def _target(policy: Policy) -> float | None:
+    return policy.target if isinstance(policy, Adaptive) else None
+
+
+@dataclass(frozen=True)
 class Timing:
     """Samples of one timed configuration, in microseconds, and the spread target they were
     sampled to (None: a fixed count)."""
@@ -301,15 +320,18 @@ def repeats_for(estimate_us: float, *, budget_us: float, lo: int, hi: int) -> in
 def sample_adaptive(
     take: Callable[[int], Rounds],
     spread: Callable[[Rounds], float],
-    policy: Adaptive,
+    policy: Policy,
     clock: Clock = time.perf_counter,
 ) -> Rounds:
-    """Rounds from ``take(n)`` until ``spread(rounds) <= policy.target`` or the time cap.
+    """Rounds from ``take(n)`` until ``spread(rounds) <= policy.target`` or the time cap
+    (a :class:`Fixed` policy: exactly its count).
 
     The first batch is ``min_samples`` rounds; each later one adds a quarter of the rounds so
     far (so the spread is computed O(log n) times), shortened to what the time left allows at
     the rate seen so far, so the cap is overrun by about one round, not one batch.
     """
+    if isinstance(policy, Fixed):
+        return list(take(policy.samples))
     start = clock()
     rounds: Rounds = list(take(policy.min_samples))
     while spread(rounds) > policy.target:
@@ -326,7 +348,7 @@ def sample_adaptive(
 def time_adaptive(
     fn: Callable[[], object],
     device: str,
-    policy: Adaptive,
+    policy: Policy,
     *,
     warmup: int = 2,
     clock: Clock = time.perf_counter,
@@ -342,14 +364,14 @@ def time_adaptive(
         policy,
         clock,
     )
-    return Timing(tuple(r[0] for r in rounds), _timer(device), policy.target)
+    return Timing(tuple(r[0] for r in rounds), _timer(device), _target(policy))
 
 
 def time_pair(
     fn_a: Callable[[], object],
     fn_b: Callable[[], object],
     device: str,
-    policy: Adaptive,
+    policy: Policy,
     *,
     warmup: int = 2,
     clock: Clock = time.perf_counter,
@@ -368,7 +390,7 @@ def time_pair(
     )
     timer = _timer(device)
     return Pair(
-        Timing(tuple(r[0] for r in rounds), timer, policy.target),
-        Timing(tuple(r[1] for r in rounds), timer, policy.target),
+        Timing(tuple(r[0] for r in rounds), timer, _target(policy)),
+        Timing(tuple(r[1] for r in rounds), timer, _target(policy)),
         tuple(a / b for a, b in rounds),
     )

@@ -283,14 +283,19 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 
 def shard(cells: Iterable[Cell], index: int, count: int) -> list[Cell]:
-    """The cells of shard ``index`` of ``count``: whole setup groups, assigned by hash.
+    """The cells of shard ``index`` of ``count``: whole groups, assigned by hash.
 
-    Depends only on each cell's own parameters, so every machine computes the same split
-    without coordination; groups stay together so setup is reused within a shard.
+    A group is the cells of one task with the same shard key (the task's, else everything
+    but M), so cells that need each other (a sparse GEMM and its dense baseline) share a
+    shard. Depends only on each cell's own parameters, so every machine computes the same
+    split without coordination.
     """
 
     def owner(cell: Cell) -> int:
-        digest = hashlib.sha256(cell.group_key.encode()).digest()
+        # A task's shard key may be shared by other tasks' cells (an engine's prefill and
+        # decode): it is hashed as it is. The group key holds the task name already.
+        key = get_task(cell.task).shard_key(cell.params) or cell.group_key
+        digest = hashlib.sha256(key.encode()).digest()
         return int.from_bytes(digest[:8], "big") % count
 
     return [c for c in cells if owner(c) == index]

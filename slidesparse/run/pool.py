@@ -202,16 +202,22 @@ def _setup_groups(cells: list[Cell]) -> OrderedDict[str, deque[Cell]]:
 
     A non-empty setup key names the setup itself, so cells of different tasks that need the
     same one (an engine's prefill and decode cells) share a group and a warm worker; an
-    empty key groups a task's cells together."""
+    empty key groups a task's cells together. Groups queue by their task's rank (lowest
+    first: the dense GEMMs that sparse cells pair with), then in first-seen order."""
     groups: OrderedDict[str, deque[Cell]] = OrderedDict()
+    ranks: dict[str, int] = {}
     for cell in cells:
+        spec = get_task(cell.task)
         try:
-            setup = str(get_task(cell.task).setup_key(cell.params))
+            setup = str(spec.setup_key(cell.params))
             key = f"setup:{setup}" if setup else f"{cell.task}:"
+            rank = int(spec.rank(cell.params))
         except Exception:  # a setup key that cannot be computed: group by the params instead
-            key = cell.group_key
+            key, rank = cell.group_key, 0
         groups.setdefault(key, deque()).append(cell)
-    return groups
+        ranks[key] = min(rank, ranks.get(key, rank))
+    # Stable: first-seen order within a rank.
+    return OrderedDict(sorted(groups.items(), key=lambda kv: ranks[kv[0]]))
 
 
 @dataclass
@@ -314,6 +320,7 @@ def dispatch(
                 for msg in msgs:
                     if msg.get("op") == "ready":
                         w.state, start_failures = "idle", 0
+                        event("worker_ready", slot=w.slot)
                     elif msg.get("op") == "result" and w.cell is not None:
                         cell, w.cell, w.state = w.cell, None, "idle"
                         remaining -= 1

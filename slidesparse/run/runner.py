@@ -394,6 +394,7 @@ def _run_locked(plan: Plan, options: RunOptions, progress, store: Store) -> RunS
         rec.event(
             "cell_end",
             cell_id=cell.cell_id,
+            task=cell.task,
             status=status,
             error_class=result.get("error_class"),
             duration_s=result.get("duration_s"),

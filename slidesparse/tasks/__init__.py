@@ -50,6 +50,9 @@ class TaskContext:
     memo: dict[str, Any] = field(default_factory=dict)  # worker-lifetime reuse
     # Relative spread of the median every adaptive timing of the cell aims for.
     target_spread: float = DEFAULT_TARGET
+    # A fixed sample count instead (kernel-gemm honours it): the seeds' way of timing, kept
+    # so benchmarks/matrix_speed.py can compare the two on the same cells.
+    fixed_samples: int | None = None
 
 
 TaskFn = Callable[[Mapping[str, Any], TaskContext], list[dict]]
@@ -93,6 +96,13 @@ class TaskSpec:
     # Modelled (setup seconds shared by a setup key's cells, seconds of the cell) for a
     # machine with no earlier runs of the task; None: no model.
     cost: Callable[[Params], tuple[float, float] | None] = lambda _p: None
+    # Cells with the same shard key land in the same shard (None: the cell's group key,
+    # everything but M): cells that need each other's results, such as a sparse GEMM and
+    # the dense baseline it is timed against, or an engine's prefill and decode cells.
+    shard_key: Callable[[Params], str | None] = _nothing
+    # Where a cell's setup group queues in a worker: lower ranks first (the dense baselines
+    # before the sparse cells paired with them).
+    rank: Callable[[Params], int] = lambda _p: 0
     module: str = ""  # where the registration lives (workers import it from there)
     source: str | None = None  # its file, for modules outside any importable package
 
@@ -114,6 +124,8 @@ def register_task(
     memory_bytes: Callable[[Params, Any], float | None] | None = None,
     skip_reason: Callable[[Params, bool], str | None] | None = None,
     cost: Callable[[Params], tuple[float, float] | None] | None = None,
+    shard_key: Callable[[Params], str | None] | None = None,
+    rank: Callable[[Params], int] | None = None,
 ) -> Callable[[TaskFn], TaskFn]:
     """Decorator: register ``fn`` as the implementation of task ``name`` with its metadata."""
 
@@ -132,6 +144,8 @@ def register_task(
             memory_bytes=memory_bytes or TaskSpec.memory_bytes,
             skip_reason=skip_reason or TaskSpec.skip_reason,
             cost=cost or TaskSpec.cost,
+            shard_key=shard_key or _nothing,
+            rank=rank or TaskSpec.rank,
             module=fn.__module__,
             source=getattr(module, "__file__", None),
         )

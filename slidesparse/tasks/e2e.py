@@ -265,6 +265,8 @@ _META = dict(
     default_timeout_s=1800,
     needs_gpu=True,
     setup_key=_setup_key,
+    # One engine's prefill and decode cells in one shard: the engine is built once.
+    shard_key=lambda p: _setup_key(p) or None,
     operand=_operand,
 )
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from typing import Any, Literal
@@ -61,6 +62,17 @@ def _setup_key(params: Mapping[str, Any]) -> str:
         f"gemm:{params.get('backend')}:{params.get('dtype')}:{params.get('sparsity')}:"
         f"{params.get('model')}:{shape}"
     )
+
+
+def _shard_key(params: Mapping[str, Any]) -> str:
+    # Every backend and pattern of one shape at one M: the sparse cells and the dense ones
+    # they are timed against share a shard (and its search cache).
+    rest = {k: v for k, v in params.items() if k not in ("backend", "sparsity")}
+    return "kernel-gemm:" + json.dumps(rest, sort_keys=True, default=str)
+
+
+def _rank(params: Mapping[str, Any]) -> int:
+    return 0 if (params.get("sparsity") or "dense") == "dense" else 1
 
 
 def _int_param(params: Mapping[str, Any], name: str, required: bool = False) -> int | None:
@@ -241,8 +253,9 @@ def run_gemm(ctx: TaskContext, *, spec, backend, dtype, out_dtype, pattern, M, N
     correct, max_err = operands.compare(out, ref, rows, out_dtype, abs_ref, operands.ACC_EPS[dtype])
     del out, ref, abs_ref
 
-    policy = timing.Adaptive(ctx.target_spread, **_SAMPLING[device])
-    dense = None if pattern.is_dense else _dense_call(ctx, dtype, out_dtype, M, N, K)
+    policy = (timing.Fixed(ctx.fixed_samples) if ctx.fixed_samples
+              else timing.Adaptive(ctx.target_spread, **_SAMPLING[device]))  # fmt: skip
+    dense = None if pattern.is_dense else _dense_call(ctx, dtype, out_dtype, M, N, K, seed)
     pair = dense and timing.time_pair(dense[0], call, device, policy)
     stats = timing.summarize(pair.b if pair else timing.time_adaptive(call, device, policy))
     if pair:  # the pair stopped on the ratio's spread and both latencies'
@@ -304,11 +317,42 @@ def _remember_dense(ctx, row: dict) -> None:
                       "seed": extra["seed"], "latency_us": row["latency_us"]}  # fmt: skip
 
 
-def _dense_call(ctx, dtype, out_dtype, M, N, K):
-    """(call, recipe) of the shape's remembered dense baseline, rebuilt; None without one."""
+# The dense GEMMs a sparse cell measures itself when no dense cell of its shape ran in this
+# worker (another shard or worker ran them, or an earlier run): the searched library GEMMs.
+_BASELINES = {"cuda": ("cublaslt", "cutlass"), "cpu": ("cpu-ref",)}
+
+
+def _measure_baselines(ctx, dtype, out_dtype, M, N, K, seed) -> None:
+    """Run the shape's dense baselines that can write ``out_dtype`` here (rows dropped), so
+    a sparse cell is paired the same whichever shard, worker or run it lands in."""
+    from slidesparse.core.errors import Unsupported
     from slidesparse.core.sparsity import parse_pattern
 
-    base = ctx.memo.get(_DENSE, {}).get((ctx.device, dtype, out_dtype, M, N, K))
+    dense = parse_pattern("dense")
+    cc = _device_cc(ctx.device)
+    for name in _BASELINES.get(ctx.device, ()):
+        try:
+            spec = gemm.select_backend(name, dtype, device=ctx.device, cc=cc,
+                                       **_checks(name, ctx.device, cc))  # fmt: skip
+            backend = gemm.make_backend(spec, ctx.device, dense)
+            backend.check_out_dtype(dtype, out_dtype)
+        except Unsupported:
+            continue
+        run_gemm(ctx, spec=spec, backend=backend, dtype=dtype, out_dtype=out_dtype,
+                 pattern=dense, M=M, N=N, K=K, seed=seed)  # fmt: skip
+
+
+def _dense_call(ctx, dtype, out_dtype, M, N, K, seed):
+    """(call, recipe) of the shape's strongest dense baseline in this worker, rebuilt (measured
+    first where none is known); None where no dense GEMM of the shape runs here."""
+    from slidesparse.core.sparsity import parse_pattern
+
+    key = (ctx.device, dtype, out_dtype, M, N, K)
+    tried = ctx.memo.setdefault("kernel-gemm.baselines-tried", set())
+    if key not in ctx.memo.get(_DENSE, {}) and key not in tried:
+        tried.add(key)  # once: a baseline that is wrong here stays unpaired, not re-measured
+        _measure_baselines(ctx, dtype, out_dtype, M, N, K, seed)
+    base = ctx.memo.get(_DENSE, {}).get(key)
     if base is None:
         return None
     dense = parse_pattern("dense")
@@ -318,45 +362,6 @@ def _dense_call(ctx, dtype, out_dtype, M, N, K):
     _, w = _weight(ctx, backend, spec.name, dtype, out_dtype, dense, N, K, seed)
     inp = backend.prepare_input(_activation(ctx, dtype, M, K, seed), w)
     return backend.make_call(w, inp, base["config"]), base
-
-
-def total_row(rows: list[dict]) -> dict:
-    """The model-total row: latency stats summed over the layer rows at the same M.
-
-    Its spread is the layers' confidence half-widths summed over the summed median (the
-    widest the sum's can be); where every layer was timed interleaved with the same dense
-    backend, its speedup and interval combine the layers' (:func:`metrics.total_speedup`).
-    """
-    total = {k: rows[0][k] for k in ("model", "mode", "dtype", "out_dtype", "backend", "sparsity")}
-    lat = sum(r["latency_us"] for r in rows)
-    flops = sum(2.0 * r["M"] * r["N"] * r["K"] for r in rows)
-    met = [r.get("spread_met") for r in rows]
-    extra = {"layers": [r["layer"] for r in rows]}
-    paired = [r["extra"] for r in rows if "speedup_lo" in r.get("extra", {})]
-    if len(paired) == len(rows) and len({e["dense_backend"] for e in paired}) == 1:
-        dense = [e["dense_latency_us"] for e in paired]
-        keys = ("speedup_vs_dense", "speedup_lo", "speedup_hi")
-        extra |= {k: metrics.total_speedup(dense, [e[k] for e in paired]) for k in keys}
-        extra |= {"dense_latency_us": sum(dense), "dense_backend": paired[0]["dense_backend"]}
-    total.update(
-        layer="total",
-        M=rows[0]["M"],
-        kernel="+".join(sorted({str(r.get("kernel")) for r in rows})),
-        latency_us=lat,
-        latency_p25_us=sum(r["latency_p25_us"] for r in rows),
-        latency_p75_us=sum(r["latency_p75_us"] for r in rows),
-        latency_min_us=sum(r["latency_min_us"] for r in rows),
-        n_samples=min(r["n_samples"] for r in rows),
-        latency_spread=sum(r["latency_spread"] * r["latency_us"] for r in rows) / lat,
-        spread_met=None if None in met else all(met),
-        timer=rows[0]["timer"],
-        tops=flops / (lat * 1e-6) / 1e12,
-        correct=all(r["correct"] for r in rows),
-        max_abs_err=max(r["max_abs_err"] for r in rows),
-        baseline_suspect=any(bool(r.get("baseline_suspect")) for r in rows),
-        extra=extra,
-    )
-    return total
 
 
 # Backends a block may name, and whether each implements dense weights, slid 2:4 ones or both.
@@ -466,6 +471,8 @@ def _cost(p: Mapping[str, Any]) -> tuple[float, float]:
     default_timeout_s=900,
     needs_gpu=lambda p: p.get("backend") != "cpu-ref",
     setup_key=_setup_key,
+    shard_key=_shard_key,
+    rank=_rank,
     operand=lambda p: (p["dtype"], p.get("sparsity") not in (None, "dense")),
     memory_bytes=_memory_bytes,
     skip_reason=_skip_reason,
@@ -506,7 +513,7 @@ def run(params: Mapping[str, Any], ctx: TaskContext) -> list[dict]:
         )  # fmt: skip
         rows.append({"model": params.get("model"), "layer": layer, "mode": mode, **row})
     if len(rows) > 1:
-        rows.append(total_row(rows))
+        rows.append(metrics.total_row(rows))
     if spec.name != name:
         for r in rows:
             r.setdefault("extra", {})["requested_backend"] = name

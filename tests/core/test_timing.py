@@ -198,3 +198,13 @@ def test_a_pair_stops_at_the_cap_when_the_ratio_stays_noisy():
     lo, hi = pair.ratio_ci
     assert lo <= pair.ratio <= hi and pair.spread == pytest.approx((hi - lo) / 2 / pair.ratio)
     assert pair.spread > 0.001
+
+
+def test_fixed_policy_takes_exactly_its_count_and_claims_no_target():
+    calls = []
+    t = timing.time_adaptive(lambda: calls.append(1), "cpu", timing.Fixed(7), warmup=2)
+    assert len(t.samples_us) == 7 and len(calls) == 9 and t.target is None and t.met is None
+    pair = timing.time_pair(lambda: None, lambda: None, "cpu", timing.Fixed(5), warmup=0)
+    assert len(pair.ratios) == 5 and pair.met is None
+    with pytest.raises(ValueError, match="samples"):
+        timing.Fixed(0)

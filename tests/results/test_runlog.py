@@ -55,3 +55,37 @@ def test_results_prints_the_share_of_a_real_run(smoke_store, capsys):
     out = capsys.readouterr().out
     runs = [ln for ln in out.splitlines() if ln.strip().startswith("run ")]
     assert runs and all("inside cells" in ln and "plan predicted" in ln for ln in runs), out
+
+
+def test_time_outside_cells_is_put_on_each_slots_timeline(tmp_path):
+    def at(s):  # seconds after the start, as the runner writes them
+        return f"2026-01-01T00:00:{s:06.3f}+00:00"
+
+    log = _log(
+        tmp_path / "r3.jsonl",
+        [
+            {"t": at(0), "event": "run_start"},
+            {"t": at(1), "event": "worker_start", "slot": 0},
+            {"t": at(4), "event": "worker_ready", "slot": 0},
+            {"t": at(5), "event": "cell_start", "slot": 0, "cell_id": "a"},
+            {"t": at(15), "event": "cell_end", "cell_id": "a", "task": "kernel-gemm",
+             "status": "ok", "duration_s": 9.5},
+            {"t": at(17), "event": "cell_start", "slot": 0, "cell_id": "b"},
+            {"t": at(27), "event": "cell_end", "cell_id": "b", "task": "kernel-quant",
+             "status": "ok", "duration_s": 10.0},
+            {"t": at(30), "event": "run_end", "duration_s": 30.0},
+        ],
+    )  # fmt: skip
+    s = run_stats(log)
+    o = s.outside
+    assert (o.worker_start, o.starts, o.between, o.round_trip) == (3.0, 1, 3.0, 0.5)
+    assert o.head_tail == 4.0  # 1 s before the first worker, 3 s after the last cell
+    assert s.in_cells_s + o.worker_start + o.between + o.round_trip + o.head_tail == 30.0
+    assert s.per_task == {"kernel-gemm": (1, 9.5), "kernel-quant": (1, 10.0)}
+    # Each task is charged its cells' time plus its share (by cells) of the 10.5 s outside.
+    assert s.cells_per_minute() == pytest.approx({"kernel-gemm": 60 / 14.75,
+                                                  "kernel-quant": 60 / 15.25})  # fmt: skip
+    lines = s.details()
+    assert lines[0] == ("outside cells: worker start 3.0 s (1 start), between cells 3.0 s, "
+                        "cell round trips 0.5 s, run start/end 4.0 s")  # fmt: skip
+    assert lines[1].startswith("cells per minute: kernel-gemm 4.1 (1 cells)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import textwrap
 from collections import Counter
 
@@ -20,6 +21,7 @@ from slidesparse.run.matrix import (
     shard,
 )
 from slidesparse.run.rules import apply_rules, load_rules, predicted_bytes
+from slidesparse.tasks import get_task
 
 CPU = make_machine("CPU_test")
 A100 = make_machine("A100_cc80_py312_cu129_x86_64", (8, 0), 80 * 2**30)
@@ -238,11 +240,31 @@ def test_shards_are_disjoint_and_cover_the_matrix(count):
     ids = [c.cell_id for s in shards for c in s]
     assert len(ids) == len(set(ids)) == len(cells)
     assert shards == [shard(cells, i, count) for i in range(count)]  # deterministic
-    # A setup group (everything but M) never straddles two shards.
+    # A task's shard group (its shard key, else everything but M) never straddles shards:
+    # a sparse GEMM cell finds its dense baseline cells in its own shard, and an engine's
+    # prefill cells its decode cells.
     owner: dict[str, int] = {}
     for i, s in enumerate(shards):
         for c in s:
-            assert owner.setdefault(c.group_key, i) == i
+            key = get_task(c.task).shard_key(c.params) or c.group_key
+            assert owner.setdefault(key, i) == i
+    where = {c.cell_id: i for i, s in enumerate(shards) for c in s}
+    by_params = {(c.task, json.dumps(c.params, sort_keys=True)): c for c in cells}
+    twins = 0
+    for c in cells:
+        if c.task == "kernel-gemm" and c.params["sparsity"] != "dense":
+            dense = {**c.params, "sparsity": "dense", "backend": "cublaslt"}
+            twin = by_params.get(("kernel-gemm", json.dumps(dense, sort_keys=True)))
+            if twin is not None:
+                twins += 1
+                assert where[twin.cell_id] == where[c.cell_id]
+        if c.task == "e2e-prefill" and c.params["backend"] == "engine":
+            decode = by_params.get(
+                ("e2e-decode", json.dumps({**c.params, "M": 64}, sort_keys=True))
+            )
+            if decode is not None:
+                assert where[decode.cell_id] == where[c.cell_id]
+    assert twins > 1000
     if count > 1:
         assert all(shards)  # every shard has work on the paper matrix
 

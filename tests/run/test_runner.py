@@ -422,3 +422,22 @@ def test_one_worker_per_device_and_a_killed_worker_is_replaced_on_its_device(tmp
     starts = [(e["slot"], e["gpu"]) for e in events if e["event"] == "worker_start"]
     assert set(starts) == {(0, "0"), (1, "1")}
     assert len(starts) == 3  # the killed worker was started again, on its own device
+
+
+def test_dense_gemm_groups_queue_before_the_sparse_cells_paired_with_them():
+    from slidesparse.run.matrix import expand, parse_matrix
+    from slidesparse.run.pool import _setup_groups
+
+    matrix = parse_matrix(
+        "blocks:\n"
+        "  - task: kernel-gemm\n"
+        "    axes: {mode: [square], backend: [cpu-ref], dtype: [int8, fp8],\n"
+        "           sparsity: [2_8, dense, 2_4], M: [32, 64]}\n"
+    )
+    cells = expand(matrix)
+    queued = [cell for group in _setup_groups(cells).values() for cell in group]
+    assert sorted(c.cell_id for c in queued) == sorted(c.cell_id for c in cells)
+    dense = [c for c in cells if c.params["sparsity"] == "dense"]
+    assert queued[: len(dense)] == dense == [c for c in queued if c.params["sparsity"] == "dense"]
+    # Within a rank, groups keep the matrix's order.
+    assert queued[len(dense) :] == [c for c in cells if c.params["sparsity"] != "dense"]

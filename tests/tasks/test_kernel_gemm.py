@@ -60,9 +60,13 @@ def test_weight_is_prepared_once_per_shape(ctx, monkeypatch):
     monkeypatch.setattr(operands, "pruned_weight", lambda *a, **k: calls.append(a) or real(*a, **k))
     _run(ctx, sparsity="2_8", M=64)
     _run(ctx, sparsity="2_8", M=128)
-    assert len(calls) == 1
+    sparse = [a for a in calls if not a[3].is_dense]
+    assert len(sparse) == 1
     _run(ctx, sparsity="2_10", M=64)
-    assert len(calls) == 2
+    sparse = [a for a in calls if not a[3].is_dense]
+    assert len(sparse) == 2
+    # The dense baseline each sparse cell measured itself: one weight for the shape, too.
+    assert sum(a[3].is_dense for a in calls) == 1
 
 
 def test_gpu_backend_on_cpu_worker_is_unsupported(ctx):
@@ -138,9 +142,11 @@ def test_sparse_cell_is_timed_interleaved_with_the_strongest_dense_call(ctx, mon
     assert e["speedup_spread"] >= 0 and e["target_spread"] == timing.DEFAULT_TARGET
     assert row["n_samples"] >= 5 and isinstance(row["spread_met"], bool)
     assert row["baseline_suspect"] == metrics.is_suspect(e["speedup_vs_dense"], "2_8")
-    # Another shape has no dense twin: timed alone, no speedup.
+    # Another shape has no dense cell in this worker (another shard or an earlier run ran
+    # it): the sparse cell measures the dense baseline itself, then pairs with it.
     (other,) = _run(ctx, sparsity="2_8", M=32)
-    assert len(paired) == 1 and "speedup_vs_dense" not in other["extra"]
+    assert len(adaptive) == 2 and len(paired) == 2 and "speedup_vs_dense" in other["extra"]
+    assert (32, 128, 192) in {k[3:] for k in ctx.memo["kernel-gemm.dense"]}
 
 
 def test_rows_record_the_spread_reached_against_the_cells_target(ctx):
@@ -150,9 +156,12 @@ def test_rows_record_the_spread_reached_against_the_cells_target(ctx):
     assert row["n_samples"] >= 5
 
 
-def test_sparse_row_without_dense_has_unknown_suspect(ctx):
+def test_sparse_row_without_any_dense_baseline_has_unknown_suspect(ctx, monkeypatch):
+    monkeypatch.setitem(kg._BASELINES, "cpu", ())  # no dense GEMM can run here
     (row,) = _run(ctx, sparsity="2_4")
-    assert row["baseline_suspect"] is None
+    assert row["baseline_suspect"] is None and "speedup_vs_dense" not in row["extra"]
+    # Tried once per shape: the next cell does not search for a baseline again.
+    assert len(ctx.memo["kernel-gemm.baselines-tried"]) == 1
 
 
 def test_total_row_sums_layers():
@@ -165,7 +174,7 @@ def test_total_row_sums_layers():
          "spread_met": spread <= 0.01, "extra": {}}
         for name, lat, n, sus, spread in [("qkv", 10.0, 5, False, 0.01), ("o", 20.0, 7, True, 0.04)]
     ]  # fmt: skip
-    total = kg.total_row(rows)
+    total = metrics.total_row(rows)
     assert total["layer"] == "total" and total["latency_us"] == 30.0
     assert total["latency_p25_us"] == 28.0 and total["n_samples"] == 5
     # half-widths 0.1 + 0.8 µs over 30 µs; one layer missed its target, so the total did
@@ -186,13 +195,13 @@ def test_total_row_combines_paired_layer_speedups():
                           "dense_latency_us": dense_us, "dense_backend": "cublaslt"}}  # fmt: skip
 
     rows = [layer("qkv", 30.0, 1.5, 1.4, 1.6), layer("o", 10.0, 1.0, 0.9, 1.1)]
-    e = kg.total_row(rows)["extra"]
+    e = metrics.total_row(rows)["extra"]
     assert e["speedup_vs_dense"] == pytest.approx(40 / (30 / 1.5 + 10 / 1.0))
     assert e["speedup_lo"] == pytest.approx(40 / (30 / 1.4 + 10 / 0.9))
     assert e["speedup_hi"] == pytest.approx(40 / (30 / 1.6 + 10 / 1.1))
     assert e["dense_latency_us"] == 40.0 and e["dense_backend"] == "cublaslt"
     rows[1]["extra"]["dense_backend"] = "torch-builtin"  # two baselines: no common speedup
-    assert "speedup_vs_dense" not in kg.total_row(rows)["extra"]
+    assert "speedup_vs_dense" not in metrics.total_row(rows)["extra"]
 
 
 def test_model_mode_runs_four_layers_plus_total(ctx, monkeypatch):

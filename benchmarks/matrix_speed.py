@@ -1,0 +1,147 @@
+"""How fast the paper matrix runs on this GPU: shards of its kernel cells, timed, extrapolated.
+
+    python benchmarks/matrix_speed.py --shard 0/64 --limit 240 --results $OUT/r --compare 24
+
+For each kernel task (tune, kernel-gemm, kernel-quant) runs ``run-matrix --preset paper
+--task T --shard i/n`` as a user would (a subprocess, stopped with SIGINT at ``--limit``
+seconds, which the runner survives: it records what finished), then reads the run's event
+log (:mod:`slidesparse.results.runlog`). Prints per task: wall time, cells finished, the
+share of wall time inside cells and where the rest went, cells per minute, and the
+extrapolated time of all the preset's cells of that task on this GPU.
+
+``--compare K`` then re-times K of the sparse kernel-gemm cells just run, in this process,
+twice each against the same dense twin: adaptively (the default policy) and with a fixed
+``--fixed`` rounds, and prints the median |Δ| between the two speedups (target: within 1%).
+Rows of both go to ``<results>/compare.jsonl``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from slidesparse.results.runlog import run_stats
+from slidesparse.results.store import Store
+
+TASKS = ("tune", "kernel-gemm", "kernel-quant")
+
+
+def run_shard(preset: str, task: str, shard: str, results: Path, limit_s: float) -> dict:
+    """Run one task's shard through the CLI; its wall time and the event log's accounting."""
+    runs_before = set(results.glob("*/runs/*.jsonl"))
+    cmd = [sys.executable, "-m", "slidesparse", "run-matrix", "--preset", preset, "--task",
+           task, "--shard", shard, "--results", str(results), "--progress", "none"]  # fmt: skip
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        out, _ = proc.communicate(timeout=limit_s)
+        stopped = False
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGINT)  # the runner flushes what finished and exits 130
+        out, _ = proc.communicate()
+        stopped = True
+    wall = time.perf_counter() - t0
+    logs = sorted(set(results.glob("*/runs/*.jsonl")) - runs_before)
+    stats = run_stats(logs[-1]) if logs else None
+    return {"task": task, "wall_s": wall, "stopped": stopped, "rc": proc.returncode,
+            "stats": stats, "tail": out.strip().splitlines()[-3:]}  # fmt: skip
+
+
+def preset_counts(preset: str, results: Path) -> dict[str, int]:
+    """Cells of each task the full preset runs on this machine (rule skips left out)."""
+    from slidesparse.run.runner import RunOptions, make_plan
+
+    plan = make_plan(preset, RunOptions(results=results / "empty-for-plan"))
+    counts: dict[str, int] = {}
+    for cell in plan.to_run():
+        counts[cell.task] = counts.get(cell.task, 0) + 1
+    return counts
+
+
+def compare(results: Path, k: int, fixed: int) -> list[dict]:
+    """Adaptive vs fixed-count speedups of ``k`` sparse kernel-gemm cells, in this process."""
+    from slidesparse.tasks import TaskContext, get_task
+
+    store = Store(results)
+    tag = store.gpu_tags()[0]
+    frame = store.read(tag)
+    frame = frame[(frame["task"] == "kernel-gemm") & (frame["status"] == "ok")]
+    sparse = [r for r in frame.to_dict("records")
+              if r["sparsity"] != "dense" and "speedup_lo" in (r.get("extra") or {})]  # fmt: skip
+    step = max(1, len(sparse) // max(k, 1))
+    picked = sparse[::step][:k]
+    ctx = TaskContext(device="cuda", gpu_tag=tag, cache_dir=store.cache_dir(tag))
+    run = get_task("kernel-gemm").fn
+    out = []
+    for r in picked:
+        params = dict(r["extra"]["params"])
+        dense = {**params, "sparsity": "dense", "backend": r["extra"]["dense_backend"]}
+        run(dense, ctx)  # the twin the pairs interleave with
+        a = run(params, ctx)[0]
+        f = run(params, TaskContext(**{**ctx.__dict__, "fixed_samples": fixed}))[0]
+        sa, sf = a["extra"]["speedup_vs_dense"], f["extra"]["speedup_vs_dense"]
+        out.append({"params": params, "adaptive": sa, "fixed": sf,
+                    "adaptive_ci": [a["extra"]["speedup_lo"], a["extra"]["speedup_hi"]],
+                    "adaptive_samples": a["n_samples"], "fixed_samples": f["n_samples"],
+                    "rel_delta": abs(sa - sf) / sf})  # fmt: skip
+    return out
+
+
+def main() -> None:
+    """Run the shards, print the figures; optionally compare adaptive with fixed sampling."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--preset", default="paper")
+    ap.add_argument("--shard", default="0/64")
+    ap.add_argument("--tasks", default=",".join(TASKS))
+    ap.add_argument("--limit", type=float, default=240.0, help="seconds per task's shard")
+    ap.add_argument("--results", type=Path, required=True)
+    ap.add_argument("--compare", type=int, default=0)
+    ap.add_argument("--fixed", type=int, default=100, help="rounds of the fixed-count timing")
+    args = ap.parse_args()
+    os.environ.setdefault("COLUMNS", "200")
+    counts = preset_counts(args.preset, args.results)
+    total_min, share_num, share_den = 0.0, 0.0, 0.0
+    for task in args.tasks.split(","):
+        res = run_shard(args.preset, task, args.shard, args.results, args.limit)
+        s = res["stats"]
+        if s is None or not s.cells:
+            print(f"{task}: no cells ran (rc {res['rc']}): {' | '.join(res['tail'])}")
+            continue
+        rate = s.cells_per_minute().get(task) or 60.0 * s.cells / res["wall_s"]
+        est = counts.get(task, 0) / rate
+        total_min += est
+        share_num += s.in_cells_s
+        share_den += (s.wall_s or res["wall_s"]) * s.slots
+        print(f"{task}: shard {args.shard}: {s.cells} cells in {res['wall_s']:.0f} s wall"
+              f"{' (stopped at the limit)' if res['stopped'] else ''}, {s.share or 0:.0%} inside"
+              f" cells; {rate:.1f} cells/min -> {counts.get(task, 0)} cells of the preset in "
+              f"{est:.1f} min")  # fmt: skip
+        for line in s.details():
+            print(f"    {line}")
+    if share_den:
+        print(f"kernel matrix extrapolated: {total_min:.1f} min on one GPU; "
+              f"{share_num / share_den:.0%} of the shards' wall time inside cells")  # fmt: skip
+    if args.compare:
+        rows = compare(args.results, args.compare, args.fixed)
+        (args.results / "compare.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        deltas = [r["rel_delta"] for r in rows]
+        outside = sum(not (r["adaptive_ci"][0] <= r["fixed"] <= r["adaptive_ci"][1]) for r in rows)
+        if deltas:
+            n_med = statistics.median(r["adaptive_samples"] for r in rows)
+            print(f"adaptive vs fixed ({args.fixed} rounds) speedups on {len(rows)} sparse cells: "
+                  f"median |Δ| {statistics.median(deltas):.2%}, max {max(deltas):.2%}; "
+                  f"{outside} fixed speedups outside the adaptive 95% interval; median samples "
+                  f"adaptive {n_med:.0f}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
