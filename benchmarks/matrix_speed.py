@@ -67,6 +67,41 @@ def preset_counts(preset: str, results: Path) -> dict[str, int]:
     return counts
 
 
+def _extra(row: dict) -> dict:
+    extra = row.get("extra")
+    return json.loads(extra) if isinstance(extra, str) else (extra or {})
+
+
+def phases(results: Path, out: Path) -> None:
+    """Where the kernel-gemm cells' time went (``extra.phase_s``), per backend; every row of
+    the run also goes flat to ``out/rows.jsonl`` (the store's folders are deep)."""
+    store = Store(results)
+    frame = store.read(store.gpu_tags()[0])
+    out.mkdir(parents=True, exist_ok=True)
+    keep = ("task", "backend", "sparsity", "dtype", "model", "layer", "M", "N", "K", "status",
+            "duration_s", "latency_us", "n_samples", "latency_spread", "spread_met")  # fmt: skip
+    with open(out / "rows.jsonl", "w") as fh:
+        for r in frame.to_dict("records"):
+            fh.write(json.dumps({**{k: r.get(k) for k in keep}, "extra": _extra(r)},
+                                default=str) + "\n")  # fmt: skip
+    totals: dict[str, dict[str, float]] = {}
+    for r in frame[frame["task"] == "kernel-gemm"].to_dict("records"):
+        ph = _extra(r).get("phase_s") or {}
+        if r.get("layer") == "total" or not ph:
+            continue
+        t = totals.setdefault(
+            f"{r['backend']}/{'dense' if r['sparsity'] == 'dense' else 'sparse'}", {}
+        )
+        t["cell"] = t.get("cell", 0.0) + float(r.get("duration_s") or 0.0)
+        t["n"] = t.get("n", 0) + 1
+        for k, v in ph.items():
+            t[k] = t.get(k, 0.0) + v
+    for name, t in sorted(totals.items()):
+        cell, n = t.pop("cell"), t.pop("n")
+        parts = ", ".join(f"{k} {v / n:.3f}" for k, v in sorted(t.items(), key=lambda kv: -kv[1]))
+        print(f"    {name}: {n} cells, {cell / n:.3f} s per cell; per phase s/cell: {parts}")
+
+
 def compare(results: Path, k: int, fixed: int) -> list[dict]:
     """Adaptive vs fixed-count speedups of ``k`` sparse kernel-gemm cells, in this process."""
     from slidesparse.tasks import TaskContext, get_task
@@ -75,8 +110,8 @@ def compare(results: Path, k: int, fixed: int) -> list[dict]:
     tag = store.gpu_tags()[0]
     frame = store.read(tag)
     frame = frame[(frame["task"] == "kernel-gemm") & (frame["status"] == "ok")]
-    sparse = [r for r in frame.to_dict("records")
-              if r["sparsity"] != "dense" and "speedup_lo" in (r.get("extra") or {})]  # fmt: skip
+    records = [{**r, "extra": _extra(r)} for r in frame.to_dict("records")]
+    sparse = [r for r in records if r["sparsity"] != "dense" and "speedup_lo" in r["extra"]]
     step = max(1, len(sparse) // max(k, 1))
     picked = sparse[::step][:k]
     ctx = TaskContext(device="cuda", gpu_tag=tag, cache_dir=store.cache_dir(tag))
@@ -106,6 +141,7 @@ def main() -> None:
     ap.add_argument("--results", type=Path, required=True)
     ap.add_argument("--compare", type=int, default=0)
     ap.add_argument("--fixed", type=int, default=100, help="rounds of the fixed-count timing")
+    ap.add_argument("--dump", type=Path, help="write rows and event logs here, flat")
     args = ap.parse_args()
     os.environ.setdefault("COLUMNS", "200")
     counts = preset_counts(args.preset, args.results)
@@ -130,6 +166,10 @@ def main() -> None:
     if share_den:
         print(f"kernel matrix extrapolated: {total_min:.1f} min on one GPU; "
               f"{share_num / share_den:.0%} of the shards' wall time inside cells")  # fmt: skip
+    if args.dump:
+        phases(args.results, args.dump)
+        for log in args.results.glob("*/runs/*"):
+            (args.dump / log.name).write_bytes(log.read_bytes())
     if args.compare:
         rows = compare(args.results, args.compare, args.fixed)
         (args.results / "compare.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))

@@ -394,3 +394,24 @@ def time_pair(
         Timing(tuple(r[1] for r in rounds), timer, _target(policy)),
         tuple(a / b for a, b in rounds),
     )
+
+
+class Phases:
+    """Seconds a cell spends in each of its named phases (a row's ``extra.phase_s``): where
+    a slow cell's time goes. On CUDA each phase ends with a synchronize, so work a phase
+    queued is charged to it, not to the next."""
+
+    def __init__(self, device: str, clock: Clock = time.perf_counter):
+        self.device, self.clock = device, clock
+        self.seconds: dict[str, float] = {}
+        self._last = clock()
+
+    def mark(self, name: str) -> None:
+        """End the current phase, charging the time since the last mark to ``name``."""
+        if self.device == "cuda":
+            import torch
+
+            torch.cuda.synchronize()
+        now = self.clock()
+        self.seconds[name] = round(self.seconds.get(name, 0.0) + now - self._last, 4)
+        self._last = now

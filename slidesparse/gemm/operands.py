@@ -8,6 +8,7 @@ any correct kernel must reproduce up to the rounding of its output dtype.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import TYPE_CHECKING
 
 from slidesparse.core.dtypes import torch_dtype
@@ -130,3 +131,45 @@ def compare(
     if abs_ref is not None and acc_eps:
         bound = bound + acc_eps * abs_ref
     return bool((err <= bound).all()), max_err
+
+
+# Worker-lifetime operand caches (a task context's memo), so cells of one shape share them.
+MEMO_WEIGHTS = 8  # prepared weights kept (LRU): a model's 4 layers x 2 patterns
+_MEMO_INPUTS = 2
+
+
+def _lru(memo: dict, name: str, limit: int) -> OrderedDict:
+    d = memo.get(name)
+    if not isinstance(d, OrderedDict):
+        d = memo[name] = OrderedDict()
+    # Make room first: a GPU may not hold the old and the new large operands together.
+    while len(d) >= limit:
+        d.popitem(last=False)
+    return d
+
+
+def cached_weight(memo, device, backend, spec_name, dtype, out_dtype, pattern, N, K, seed):
+    """(w_values, prepared) for the shape, from ``memo`` or made now (pruned, slid, prepared
+    by ``backend``); ``w_values`` is kept compact for the reference check."""
+    cache = memo.get("kernel-gemm.weights")
+    key = (spec_name, dtype, out_dtype, pattern.name, N, K, seed, device)
+    if isinstance(cache, OrderedDict) and key in cache:
+        cache.move_to_end(key)
+        return cache[key]
+    cache = _lru(memo, "kernel-gemm.weights", MEMO_WEIGHTS)
+    w_values = pruned_weight(N, K, dtype, pattern, seed=seed, device=device)
+    prepared = backend.prepare_weight(w_values, pattern, dtype, out_dtype)
+    # Half the memory: every operand value is exact in bf16 (INT8 integers, E4M3, E2M1) or
+    # in fp16/bf16 themselves.
+    cache[key] = (w_values.to(compact_dtype(dtype)), prepared)
+    return cache[key]
+
+
+def cached_activation(memo, device, dtype, M, K, seed):
+    """``x_values[M, K]`` for the shape, from ``memo`` or made now."""
+    cache = memo.get("kernel-gemm.inputs")
+    key = (dtype, M, K, seed, device)
+    if not (isinstance(cache, OrderedDict) and key in cache):
+        cache = _lru(memo, "kernel-gemm.inputs", _MEMO_INPUTS)
+        cache[key] = random_values((M, K), dtype, seed=seed + 1, device=device)
+    return cache[key]

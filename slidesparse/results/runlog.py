@@ -122,6 +122,7 @@ class _Timeline:
         self.started: dict[object, float] = {}  # slot -> worker_start time, until ready
         self.idle: dict[object, float] = {}  # slot -> when it last became free
         self.cells: dict[object, tuple[object, float]] = {}  # cell_id -> (slot, start)
+        self.running: dict[object, object] = {}  # slot -> the cell it started last
 
     def see(self, name: str, ev: dict, t: float | None) -> None:
         if t is None:
@@ -144,10 +145,14 @@ class _Timeline:
             elif slot in self.idle:
                 self.out.between += t - self.idle.pop(slot)
             self.cells[ev.get("cell_id")] = (slot, t)
+            self.running[slot] = ev.get("cell_id")
         elif name == "cell_end" and ev.get("cell_id") in self.cells:
             slot, begun = self.cells.pop(ev.get("cell_id"))
             self.out.round_trip += max(0.0, t - begun - float(ev.get("duration_s") or 0.0))
-            self.idle[slot] = t
+            # The runner sends a worker its next cell before it records the last one: then
+            # the slot was never idle.
+            if self.running.get(slot) == ev.get("cell_id"):
+                self.idle[slot] = t
             self.last_cell_end = t
         elif name == "worker_exit":
             self.idle.pop(slot, None)

@@ -292,20 +292,20 @@ def dispatch(
             groups.move_to_end(f"requeue:{id(w.group)}", last=False)
             w.group = deque()
 
+    def feed(w: _Worker) -> None:
+        cell = next_cell(w) if not stopped() else None
+        if cell is not None:
+            event("cell_start", cell_id=cell.cell_id, slot=w.slot)
+            w.send(cell, _timeout(cell, config.timeout_s),
+                   _target_spread(cell, config.target_spread))  # fmt: skip
+
     for w in workers:
         start(w)
     try:
         while remaining > 0 and not stopped():
             for w in workers:
                 if w.state == "idle":
-                    cell = next_cell(w)
-                    if cell is not None:
-                        event("cell_start", cell_id=cell.cell_id, slot=w.slot)
-                        w.send(
-                            cell,
-                            _timeout(cell, config.timeout_s),
-                            _target_spread(cell, config.target_spread),
-                        )
+                    feed(w)
                 elif w.state == "down" and (groups or any(o.group for o in workers)):
                     start(w)
             now = time.monotonic()
@@ -324,11 +324,15 @@ def dispatch(
                     elif msg.get("op") == "result" and w.cell is not None:
                         cell, w.cell, w.state = w.cell, None, "idle"
                         remaining -= 1
-                        finish(cell, msg)
                         if msg.get("restart"):
                             retire(w, "sticky CUDA error")
                             requeue(w)
                             note(f"worker {w.slot}: restarting after a sticky error")
+                        else:
+                            # The next cell goes out before this one is recorded: the
+                            # worker times while the runner writes rows and flushes.
+                            feed(w)
+                        finish(cell, msg)
                 if eof and w.state != "down":
                     rc = w.proc.wait()
                     err = w.stderr_tail()

@@ -29,7 +29,6 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
-from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from typing import Any, Literal
 
@@ -53,7 +52,6 @@ _SAMPLING = {"cpu": {"min_samples": 5, "max_s": 0.3}, "cuda": {"min_samples": 10
 # Per search round (the full trial runs _SEARCH_ROUNDS interleaved rounds, see search()).
 _SEARCH_BUDGET = {"cpu": (50_000.0, 1, 3), "cuda": (8_000.0, 2, 5)}
 _SEARCH_ROUNDS = {"cpu": 1, "cuda": 3}
-_MEMO_WEIGHTS = 8  # prepared weights kept per worker (LRU): a model's 4 layers x 2 patterns
 
 
 def _setup_key(params: Mapping[str, Any]) -> str:
@@ -156,41 +154,11 @@ def default_out_dtype(backend: str, dtype: str) -> str:
     return default if not outs or default in outs else outs[0]
 
 
-def _lru(memo: dict, name: str, limit: int) -> OrderedDict:
-    d = memo.get(name)
-    if not isinstance(d, OrderedDict):
-        d = memo[name] = OrderedDict()
-    while len(d) > limit:
-        d.popitem(last=False)
-    return d
-
-
-def _weight(ctx, backend, spec_name, dtype, out_dtype, pattern, N, K, seed):
-    """(w_values, prepared) for the shape, from the memo or made now (pruned, slid, compressed)."""
-    cache = _lru(ctx.memo, "kernel-gemm.weights", _MEMO_WEIGHTS)
-    key = (spec_name, dtype, out_dtype, pattern.name, N, K, seed, ctx.device)
-    if key in cache:
-        cache.move_to_end(key)
-        return cache[key]
-    # Make room first: a GPU may not hold the old and the new large weights together.
-    while len(cache) >= _MEMO_WEIGHTS:
-        cache.popitem(last=False)
-    w_values = operands.pruned_weight(N, K, dtype, pattern, seed=seed, device=ctx.device)
-    prepared = backend.prepare_weight(w_values, pattern, dtype, out_dtype)
-    # Kept for the reference check at half the memory: every operand value is exact in
-    # bf16 (INT8 integers, E4M3, E2M1) or in fp16/bf16 themselves.
-    cache[key] = (w_values.to(operands.compact_dtype(dtype)), prepared)
-    return cache[key]
-
-
-def _activation(ctx, dtype, M, K, seed):
-    cache = _lru(ctx.memo, "kernel-gemm.inputs", 2)
-    key = (dtype, M, K, seed, ctx.device)
-    if key not in cache:
-        while len(cache) >= 2:
-            cache.popitem(last=False)
-        cache[key] = operands.random_values((M, K), dtype, seed=seed + 1, device=ctx.device)
-    return cache[key]
+def _operands(ctx, backend, spec_name, dtype, out_dtype, pattern, M, N, K, seed):
+    """(w_values, prepared weight, x_values) from the worker's memo (made on a miss)."""
+    w_values, w = operands.cached_weight(ctx.memo, ctx.device, backend, spec_name, dtype,
+                                         out_dtype, pattern, N, K, seed)  # fmt: skip
+    return w_values, w, operands.cached_activation(ctx.memo, ctx.device, dtype, M, K, seed)
 
 
 def search_cache(ctx) -> SearchCache:
@@ -204,12 +172,15 @@ def search_cache(ctx) -> SearchCache:
 def run_gemm(ctx: TaskContext, *, spec, backend, dtype, out_dtype, pattern, M, N, K, seed):
     """Check and time one GEMM; the result row (without model/layer/mode)."""
     device = ctx.device
-    w_values, w = _weight(ctx, backend, spec.name, dtype, out_dtype, pattern, N, K, seed)
-    x_values = _activation(ctx, dtype, M, K, seed)
+    phases = timing.Phases(device)
+    w_values, w, x_values = _operands(ctx, backend, spec.name, dtype, out_dtype, pattern, M, N, K,
+                                      seed)  # fmt: skip
     inp = backend.prepare_input(x_values, w)
+    phases.mark("prepare")
     candidates, left_out = backend.vet_candidates(
         w, inp, backend.candidates(w, inp), cache_dir=ctx.cache_dir, gpu_tag=ctx.gpu_tag
     )
+    phases.mark("vet")
     if not candidates:
         first = next(iter(left_out.items()), ("", {}))
         raise RuntimeError(
@@ -244,6 +215,7 @@ def run_gemm(ctx: TaskContext, *, spec, backend, dtype, out_dtype, pattern, M, N
     else:
         config, search_info = candidates[0], None
 
+    phases.mark("search")
     call = backend.make_call(w, inp, config)
     rows = operands.check_rows(M)
     out = call()
@@ -252,14 +224,17 @@ def run_gemm(ctx: TaskContext, *, spec, backend, dtype, out_dtype, pattern, M, N
     ref, abs_ref = own if own is not None else operands.reference(x_values, w_values, rows)
     correct, max_err = operands.compare(out, ref, rows, out_dtype, abs_ref, operands.ACC_EPS[dtype])
     del out, ref, abs_ref
+    phases.mark("check")
 
     policy = (timing.Fixed(ctx.fixed_samples) if ctx.fixed_samples
               else timing.Adaptive(ctx.target_spread, **_SAMPLING[device]))  # fmt: skip
     dense = None if pattern.is_dense else _dense_call(ctx, dtype, out_dtype, M, N, K, seed)
+    phases.mark("baseline")
     pair = dense and timing.time_pair(dense[0], call, device, policy)
     stats = timing.summarize(pair.b if pair else timing.time_adaptive(call, device, policy))
     if pair:  # the pair stopped on the ratio's spread and both latencies'
         stats["spread_met"] = pair.met
+    phases.mark("time")
     lat_s = stats["latency_us"] * 1e-6
     k_eff = w.K_slide if not pattern.is_dense else K
     w_bytes = N * k_eff * BYTES[dtype] * (0.5 if not pattern.is_dense else 1.0)
@@ -284,7 +259,7 @@ def run_gemm(ctx: TaskContext, *, spec, backend, dtype, out_dtype, pattern, M, N
         "workspace_bytes": None,
         **backend.describe(w, config),
         "extra": {"config": config, "seed": seed, "search": search_info,
-                  "target_spread": ctx.target_spread},
+                  "target_spread": ctx.target_spread, "phase_s": phases.seconds},
     }  # fmt: skip
     if pattern.is_dense:
         if correct:
@@ -359,8 +334,8 @@ def _dense_call(ctx, dtype, out_dtype, M, N, K, seed):
     spec = gemm.get_spec(base["backend"])
     backend = gemm.make_backend(spec, ctx.device, dense)
     seed = base["seed"]
-    _, w = _weight(ctx, backend, spec.name, dtype, out_dtype, dense, N, K, seed)
-    inp = backend.prepare_input(_activation(ctx, dtype, M, K, seed), w)
+    _, w, x_values = _operands(ctx, backend, spec.name, dtype, out_dtype, dense, M, N, K, seed)
+    inp = backend.prepare_input(x_values, w)
     return backend.make_call(w, inp, base["config"]), base
 
 

@@ -89,3 +89,19 @@ def test_time_outside_cells_is_put_on_each_slots_timeline(tmp_path):
     assert lines[0] == ("outside cells: worker start 3.0 s (1 start), between cells 3.0 s, "
                         "cell round trips 0.5 s, run start/end 4.0 s")  # fmt: skip
     assert lines[1].startswith("cells per minute: kernel-gemm 4.1 (1 cells)")
+
+
+def test_a_cell_sent_before_the_last_one_was_recorded_leaves_no_idle_gap(tmp_path):
+    log = _log(
+        tmp_path / "r4.jsonl",
+        [
+            {"t": "2026-01-01T00:00:01+00:00", "event": "cell_start", "slot": 0, "cell_id": "a"},
+            {"t": "2026-01-01T00:00:05+00:00", "event": "cell_start", "slot": 0, "cell_id": "b"},
+            {"t": "2026-01-01T00:00:05+00:00", "event": "cell_end", "cell_id": "a",
+             "status": "ok", "duration_s": 4.0},
+            {"t": "2026-01-01T00:00:09+00:00", "event": "cell_end", "cell_id": "b",
+             "status": "ok", "duration_s": 4.0},
+            {"t": "2026-01-01T00:00:10+00:00", "event": "cell_start", "slot": 0, "cell_id": "c"},
+        ],
+    )  # fmt: skip
+    assert run_stats(log).outside.between == 1.0  # only the gap before c
