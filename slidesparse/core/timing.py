@@ -284,6 +284,25 @@ def _warm(fns: Sequence[Callable[[], object]], warmup: int) -> None:
 # ------------------------------------------------------------------------ fixed counts
 
 
+def time_many(
+    fns: Sequence[Callable[[], object]],
+    device: str,
+    *,
+    samples: int = 2,
+    warmup: int = 1,
+    clock: Clock = time.perf_counter,
+) -> list[Timing]:
+    """Each of ``fns`` timed ``samples`` times, interleaved (every round calls each once), with
+    one synchronize for the whole batch: a search's quick first pass over a hundred
+    configurations, where a synchronize and the timing calls per configuration cost more
+    than the small GEMMs themselves. A clock dip lands in one round, not in every sample of
+    a configuration."""
+    _warm(fns, warmup)
+    rounds = _rounds(fns, device, samples, clock)
+    timer = _timer(device)
+    return [Timing(tuple(r[i] for r in rounds), timer) for i in range(len(fns))]
+
+
 def time_cpu(
     fn: Callable[[], object], *, repeats: int, warmup: int = 1, clock: Clock = time.perf_counter
 ) -> Timing:

@@ -25,12 +25,9 @@ import torch
 from slidesparse.core.dtypes import dtype_name
 from slidesparse.core.errors import UserError
 from slidesparse.gemm.base import PreparedWeight
-from slidesparse.gemm.search import SearchCache, cache_key, search
+from slidesparse.gemm.search import SearchCache, cache_key, search_backend
 
 ENGINE_A_LAYOUT = 1
-# Per-configuration timing budgets in µs (budget, min, max samples), as the kernel task's.
-_SEARCH_BUDGET = (8_000.0, 2, 5)
-_SEARCH_ROUNDS = 3
 
 
 def cfg_list(kind: str, config: dict) -> list[int]:
@@ -120,27 +117,8 @@ class AlgoSelector:
             config = hit["config"] if hit else cands[0]
             self.log.append({"key": key, "cached": hit is not None, "searched": False})
             return cfg_list(self.kind, config)
-        from slidesparse.core import timing
-
-        def trial(config):
-            call = backend.make_call(w, q, config)
-            budget, lo, hi = _SEARCH_BUDGET
-            first = timing.time_fn(call, "cuda", repeats=1, warmup=1)
-            n = timing.repeats_for(first.median_us, budget_us=budget, lo=lo, hi=hi)
-            return timing.time_fn(call, "cuda", repeats=n, warmup=0)
-
-        def quick(config):
-            return timing.time_fn(backend.make_call(w, q, config), "cuda", repeats=2, warmup=1)
-
-        found = search(
-            cands,
-            trial,
-            cache=self.cache,
-            key=key,
-            quick=quick,
-            rounds=_SEARCH_ROUNDS,
-            extra={"by": "engine"},
-        )
+        found = search_backend(backend, w, q, cands, device="cuda", cache=self.cache, key=key,
+                               extra={"by": "engine"})  # fmt: skip
         self.log.append({"key": key, "cached": found.cached, "search_s": found.search_s})
         return cfg_list(self.kind, found.config)
 

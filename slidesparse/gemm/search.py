@@ -111,6 +111,7 @@ def search(
     quick: Callable[[dict[str, Any]], Timing] | None = None,
     extra: dict[str, Any] | None = None,
     rounds: int = 1,
+    quick_many: Callable[[list[dict[str, Any]]], list[Timing | str]] | None = None,
 ) -> SearchResult:
     """The fastest of ``candidates`` by median trial time, from ``cache`` when stored there.
 
@@ -120,6 +121,10 @@ def search(
     then costs about 150 calls instead of 1,000. A cached configuration is returned as is;
     the caller's correctness check catches a stale one. Raises RuntimeError when every
     candidate fails.
+
+    ``quick_many(configs)`` does the quick timing of all candidates in one batch (a Timing,
+    or the error text of a configuration that cannot run); where the batch itself fails, the
+    candidates get ``quick`` one by one.
 
     ``rounds`` > 1 runs the full trial round-robin (every survivor once per round, samples
     pooled): the GPU's clock drifts with temperature and power over a search, and timing one
@@ -135,8 +140,8 @@ def search(
     t0 = time.perf_counter()
     rejected: list[str] = []
     pool = list(candidates)
-    if quick is not None and len(pool) > survivors(len(pool)):
-        first = _timed(pool, quick, rejected)
+    if (quick or quick_many) is not None and len(pool) > survivors(len(pool)):
+        first = _quick_pass(pool, quick, quick_many, rejected)
         pool = [c for _, c in sorted(first, key=lambda t: t[0])[: survivors(len(pool))]]
     timed = _rounds(pool, trial, rejected, max(1, rounds))
     if not timed:
@@ -177,9 +182,68 @@ def _rounds(pool, fn, rejected: list[str], rounds: int) -> list[tuple[float, dic
             try:
                 samples[i].extend(fn(config).samples_us)
             except RuntimeError as exc:
-                rejected.append(f"{config}: {str(exc).splitlines()[0] if str(exc) else type(exc)}")
+                rejected.append(f"{config}: {_first_line(exc)}")
                 samples[i] = None
     return [(statistics.median(xs), pool[i]) for i, xs in samples.items() if xs]
+
+
+def _quick_pass(pool, quick, quick_many, rejected: list[str]) -> list[tuple[float, dict]]:
+    if quick_many is not None:
+        try:
+            timed = quick_many(pool)
+        except RuntimeError:
+            if quick is None:
+                raise
+        else:
+            out = []
+            for config, t in zip(pool, timed, strict=True):
+                if isinstance(t, str):
+                    rejected.append(f"{config}: {t}")
+                else:
+                    out.append((t.median_us, config))
+            return out
+    return _timed(pool, quick, rejected)
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+# Per-configuration trial budget (µs, fewest, most samples) and interleaved rounds, per device.
+TRIAL_BUDGET = {"cpu": (50_000.0, 1, 3), "cuda": (8_000.0, 2, 5)}
+TRIAL_ROUNDS = {"cpu": 1, "cuda": 3}
+
+
+def search_backend(backend, weight, inp, candidates, *, device: str, cache, key: str,
+                   extra: dict[str, Any] | None = None) -> SearchResult:  # fmt: skip
+    """:func:`search` over a GEMM backend's ``candidates`` for its prepared ``weight`` and
+    ``inp``: a batched quick pass, then interleaved trials within :data:`TRIAL_BUDGET`."""
+    from slidesparse.core import timing
+
+    def trial(config: dict) -> Timing:
+        call = backend.make_call(weight, inp, config)
+        budget, lo, hi = TRIAL_BUDGET[device]
+        first = timing.time_fn(call, device, repeats=1, warmup=1)
+        n = timing.repeats_for(first.median_us, budget_us=budget, lo=lo, hi=hi)
+        return timing.time_fn(call, device, repeats=n, warmup=0)
+
+    def quick(config: dict) -> Timing:
+        # Two samples: one alone let a single clock dip drop the best candidate.
+        return timing.time_fn(backend.make_call(weight, inp, config), device, repeats=2, warmup=1)
+
+    def quick_many(configs: list[dict]) -> list[Timing | str]:
+        calls: dict[int, Callable[[], object]] = {}
+        errors: dict[int, str] = {}
+        for i, config in enumerate(configs):
+            try:
+                calls[i] = backend.make_call(weight, inp, config)
+            except RuntimeError as exc:
+                errors[i] = _first_line(exc)
+        timed = dict(zip(calls, timing.time_many(list(calls.values()), device), strict=True))
+        return [timed.get(i) or errors[i] for i in range(len(configs))]
+
+    return search(candidates, trial, cache=cache, key=key, quick=quick, quick_many=quick_many,
+                  rounds=TRIAL_ROUNDS[device], extra=extra)  # fmt: skip
 
 
 def _timed(pool, fn, rejected: list[str]) -> list[tuple[float, dict]]:
@@ -188,5 +252,5 @@ def _timed(pool, fn, rejected: list[str]) -> list[tuple[float, dict]]:
         try:
             out.append((fn(config).median_us, config))
         except RuntimeError as exc:
-            rejected.append(f"{config}: {str(exc).splitlines()[0] if str(exc) else type(exc)}")
+            rejected.append(f"{config}: {_first_line(exc)}")
     return out

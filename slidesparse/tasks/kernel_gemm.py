@@ -40,7 +40,7 @@ from slidesparse.core.dtypes import BYTES
 from slidesparse.core.errors import UserError
 from slidesparse.core.models import LAYERS
 from slidesparse.gemm import operands
-from slidesparse.gemm.search import SearchCache, cache_key, search
+from slidesparse.gemm.search import SearchCache, cache_key, search_backend
 from slidesparse.tasks import TaskContext, register_task
 from slidesparse.tasks.axes import Axes, GemmDtype, ModelName, Sparsity, axis
 
@@ -49,9 +49,6 @@ _OUT_DTYPES = ("fp16", "bf16", "int32", "fp32")
 # Adaptive timing of a row: the caps bound a model sweep's worst case (a GPU GEMM usually
 # meets 1% long before; CPU reference GEMMs rarely do, so the smoke preset stays short).
 _SAMPLING = {"cpu": {"min_samples": 5, "max_s": 0.3}, "cuda": {"min_samples": 10, "max_s": 1.0}}
-# Per search round (the full trial runs _SEARCH_ROUNDS interleaved rounds, see search()).
-_SEARCH_BUDGET = {"cpu": (50_000.0, 1, 3), "cuda": (8_000.0, 2, 5)}
-_SEARCH_ROUNDS = {"cpu": 1, "cuda": 3}
 
 
 def _setup_key(params: Mapping[str, Any]) -> str:
@@ -189,21 +186,10 @@ def run_gemm(ctx: TaskContext, *, spec, backend, dtype, out_dtype, pattern, M, N
             f"{first[1].get('detail')})"
         )
 
-    def trial(config: dict) -> timing.Timing:
-        call = backend.make_call(w, inp, config)
-        budget, lo, hi = _SEARCH_BUDGET[device]
-        first = timing.time_fn(call, device, repeats=1, warmup=1)
-        n = timing.repeats_for(first.median_us, budget_us=budget, lo=lo, hi=hi)
-        return timing.time_fn(call, device, repeats=n, warmup=0)
-
-    def quick(config: dict) -> timing.Timing:
-        # Two samples: one alone let a single clock dip drop the best candidate.
-        return timing.time_fn(backend.make_call(w, inp, config), device, repeats=2, warmup=1)
-
     if len(candidates) > 1:
         key = cache_key(spec.name, dtype, out_dtype, pattern.name, N, K, M)
-        found = search(candidates, trial, cache=search_cache(ctx), key=key, quick=quick,
-                       rounds=_SEARCH_ROUNDS[device])  # fmt: skip
+        found = search_backend(backend, w, inp, candidates, device=device,
+                               cache=search_cache(ctx), key=key)  # fmt: skip
         config = found.config
         search_info = {
             "cached": found.cached,

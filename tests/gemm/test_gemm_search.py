@@ -140,3 +140,39 @@ def test_rounds_interleave_candidates_and_playoff_decides():
     res = search([{"id": 0}, {"id": 1}, {"id": 2}], trial, cache=None, key="k", rounds=2)
     assert order[:6] == [0, 1, 2, 0, 1, 2]  # round-robin, not one candidate after another
     assert res.config == {"id": 1}
+
+
+def test_batched_quick_pass_ranks_all_candidates_at_once_and_records_errors():
+    n = 40
+    batches = []
+
+    def quick_many(configs):
+        batches.append(len(configs))
+        return ["bad plan" if c["id"] == 0 else Timing((float(c["id"]),), "fake") for c in configs]
+
+    full = []
+    res = search([{"id": i} for i in range(n)], lambda c: full.append(c["id"]) or
+                 Timing((float(c["id"]),), "fake"), cache=None, key="k",
+                 quick_many=quick_many)  # fmt: skip
+    assert batches == [n] and sorted(full) == list(range(1, survivors(n) + 1))
+    assert res.config == {"id": 1} and res.n_rejected == 1
+
+
+def test_a_batch_that_fails_falls_back_to_one_quick_timing_per_candidate():
+    def quick_many(configs):
+        raise RuntimeError("one launch failed the batch")
+
+    quick = []
+    res = search([{"id": i} for i in range(20)], _trial([float(20 - i) for i in range(20)]),
+                 cache=None, key="k", quick_many=quick_many,
+                 quick=lambda c: quick.append(c) or Timing((20.0 - c["id"],), "fake"))  # fmt: skip
+    assert len(quick) == 20 and res.config == {"id": 19}
+
+
+def test_time_many_interleaves_the_calls_and_times_each():
+    from slidesparse.core import timing
+
+    order = []
+    fns = [lambda i=i: order.append(i) for i in range(3)]
+    times = timing.time_many(fns, "cpu", samples=2, warmup=1)
+    assert order == [0, 1, 2] * 3 and [len(t.samples_us) for t in times] == [2, 2, 2]
