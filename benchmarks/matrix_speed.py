@@ -68,6 +68,14 @@ def preset_counts(preset: str, results: Path) -> dict[str, int]:
     return counts
 
 
+def vet_seconds(results: Path, task: str) -> float:
+    """Seconds the task's cells spent vetting configurations (``extra.phase_s.vet``)."""
+    store = Store(results)
+    frame = store.read(store.gpu_tags()[0])
+    rows = frame[frame["task"] == task].to_dict("records")
+    return sum(float((_extra(r).get("phase_s") or {}).get("vet", 0.0)) for r in rows)
+
+
 def _extra(row: dict) -> dict:
     extra = row.get("extra")
     return json.loads(extra) if isinstance(extra, str) else (extra or {})
@@ -155,14 +163,20 @@ def main() -> None:
             print(f"{task}: no cells ran (rc {res['rc']}): {' | '.join(res['tail'])}")
             continue
         rate = s.cells_per_minute().get(task) or 60.0 * s.cells / res["wall_s"]
-        est = counts.get(task, 0) / rate
+        # Vetting runs once per GPU tag and configuration, not once per cell: it is left out
+        # of the per-cell pace and added once.
+        vet = vet_seconds(args.results, task)
+        if vet and s.cells:
+            rate = 60.0 * s.cells / (60.0 * s.cells / rate - vet)
+        est = counts.get(task, 0) / rate + vet / 60.0
         total_min += est
         share_num += s.in_cells_s
         share_den += (s.wall_s or res["wall_s"]) * s.slots
+        once = f" after {vet:.0f} s of one-time vetting" if vet else ""
         print(f"{task}: shard {args.shard}: {s.cells} cells in {res['wall_s']:.0f} s wall"
               f"{' (stopped at the limit)' if res['stopped'] else ''}, {s.share or 0:.0%} inside"
-              f" cells; {rate:.1f} cells/min -> {counts.get(task, 0)} cells of the preset in "
-              f"{est:.1f} min")  # fmt: skip
+              f" cells; {rate:.1f} cells/min{once}"
+              f" -> {counts.get(task, 0)} cells of the preset in {est:.1f} min")  # fmt: skip
         for line in s.details():
             print(f"    {line}")
     if share_den:

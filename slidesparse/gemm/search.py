@@ -220,26 +220,45 @@ def search_backend(backend, weight, inp, candidates, *, device: str, cache, key:
     ``inp``: a batched quick pass, then interleaved trials within :data:`TRIAL_BUDGET`."""
     from slidesparse.core import timing
 
+    # One call (a cuSPARSELt plan, a CUTLASS argument block) per configuration for the whole
+    # search, and its trial sample count fixed by its first round.
+    calls: dict[str, Callable[[], object]] = {}
+    counts: dict[str, int] = {}
+
+    def call_of(config: dict) -> Callable[[], object]:
+        key_ = json.dumps(config, sort_keys=True, default=str)
+        if key_ not in calls:
+            calls[key_] = backend.make_call(weight, inp, config)
+        return calls[key_]
+
     def trial(config: dict) -> Timing:
-        call = backend.make_call(weight, inp, config)
-        budget, lo, hi = TRIAL_BUDGET[device]
-        first = timing.time_fn(call, device, repeats=1, warmup=1)
-        n = timing.repeats_for(first.median_us, budget_us=budget, lo=lo, hi=hi)
-        return timing.time_fn(call, device, repeats=n, warmup=0)
+        call = call_of(config)
+        key_ = json.dumps(config, sort_keys=True, default=str)
+        if key_ not in counts:
+            budget, lo, hi = TRIAL_BUDGET[device]
+            first = timing.time_fn(call, device, repeats=1, warmup=1)
+            counts[key_] = timing.repeats_for(first.median_us, budget_us=budget, lo=lo, hi=hi)
+        return timing.time_fn(call, device, repeats=counts[key_], warmup=0)
 
     def quick(config: dict) -> Timing:
         # Two samples: one alone let a single clock dip drop the best candidate.
-        return timing.time_fn(backend.make_call(weight, inp, config), device, repeats=2, warmup=1)
+        return timing.time_fn(call_of(config), device, repeats=2, warmup=1)
 
     def quick_many(configs: list[dict]) -> list[Timing | str]:
-        calls: dict[int, Callable[[], object]] = {}
+        # Each configuration is built and launched once on its own first: one that cannot run
+        # fails here with its own error (no synchronize between launches), and only the rest
+        # are timed together.
+        ready: dict[int, Callable[[], object]] = {}
         errors: dict[int, str] = {}
         for i, config in enumerate(configs):
             try:
-                calls[i] = backend.make_call(weight, inp, config)
+                fn = call_of(config)
+                fn()
+                ready[i] = fn
             except RuntimeError as exc:
                 errors[i] = _first_line(exc)
-        timed = dict(zip(calls, timing.time_many(list(calls.values()), device), strict=True))
+        fns = list(ready.values())
+        timed = dict(zip(ready, timing.time_many(fns, device, warmup=0), strict=True))
         return [timed.get(i) or errors[i] for i in range(len(configs))]
 
     return search(candidates, trial, cache=cache, key=key, quick=quick, quick_many=quick_many,
