@@ -116,9 +116,11 @@ class Plan:
         the seconds of the estimate that come from the model.
 
         A cell's earlier median (task[/backend]) wins; otherwise its task's cost model,
-        whose setup time is counted once per setup key."""
+        whose setup time is counted once per setup key, and its one-time costs once per
+        key in the run."""
         total, unknown, modelled, model_s = 0.0, 0, 0, 0.0
         setups: dict[str, float] = {}
+        once: dict[str, float] = {}
         for cell in self.to_run():
             est = estimate_seconds(self.durations, cell)
             if est is not None:
@@ -129,11 +131,13 @@ class Plan:
             if model is None:
                 unknown += 1
                 continue
-            setup, seconds = model
+            setup, seconds, *paid_once = model
             setups[f"{cell.task}:{task.setup_key(cell.params)}"] = setup
+            for key, secs in (paid_once[0] if paid_once else {}).items():
+                once[f"{cell.task}:{key}"] = max(secs, once.get(f"{cell.task}:{key}", 0.0))
             model_s += seconds
             modelled += 1
-        model_s += sum(setups.values())
+        model_s += sum(setups.values()) + sum(once.values())
         n = max(n_workers, 1)
         return (total + model_s) / n, unknown, modelled, model_s / n
 

@@ -93,9 +93,10 @@ class TaskSpec:
     # Why a cell cannot run on a machine that has (True) or lacks (False) a GPU, beyond the
     # generic rules; None: nothing task-specific.
     skip_reason: Callable[[Params, bool], str | None] = lambda _p, _has_gpu: None
-    # Modelled (setup seconds shared by a setup key's cells, seconds of the cell) for a
-    # machine with no earlier runs of the task; None: no model.
-    cost: Callable[[Params], tuple[float, float] | None] = lambda _p: None
+    # Modelled (setup seconds shared by a setup key's cells, seconds of the cell[, {key:
+    # seconds} paid once per key in a run, such as vetting a library's configurations]) for
+    # a machine with no earlier runs of the task; None: no model.
+    cost: Callable[[Params], tuple | None] = lambda _p: None
     # Cells with the same shard key land in the same shard (None: the cell's group key,
     # everything but M): cells that need each other's results, such as a sparse GEMM and
     # the dense baseline it is timed against, or an engine's prefill and decode cells.
@@ -123,7 +124,7 @@ def register_task(
     operand: Callable[[Params], tuple[str | None, bool]] | None = None,
     memory_bytes: Callable[[Params, Any], float | None] | None = None,
     skip_reason: Callable[[Params, bool], str | None] | None = None,
-    cost: Callable[[Params], tuple[float, float] | None] | None = None,
+    cost: Callable[[Params], tuple | None] | None = None,
     shard_key: Callable[[Params], str | None] | None = None,
     rank: Callable[[Params], int] | None = None,
 ) -> Callable[[TaskFn], TaskFn]:

@@ -411,19 +411,29 @@ def _skip_reason(p: Mapping[str, Any], has_gpu: bool) -> str | None:
     return None
 
 
-# plan's cost model for a machine with no history: seconds per cell (search + timing), from
-# the median cells of the smoke preset on an H200; cpu-ref scales with the multiply-adds.
-_COST_S = {"cublaslt": 2.0, "cusparselt": 2.0, "torch-builtin": 0.5, "torch-cslt": 30.0,
-           "cutlass": 2.0, "cutlass-sparse": 2.0}  # fmt: skip
+# plan's cost model for a machine with no history of the task: seconds per cell = a fixed part
+# (plan creation, search bookkeeping, the check) + seconds per 2·M·N·K for the GEMM work of
+# its search and timing. Fitted to the paper preset's shard 0/64 on an H200
+# (benchmarks/matrix_speed.py; README, "Measured"); a GPU's own history replaces it after its
+# first run. torch-builtin / torch-cslt: per-cell medians of the smoke preset on an H200.
+_COST = {"cublaslt": (0.04, 2e-13), "cusparselt": (0.10, 1.4e-12), "cutlass": (0.04, 3e-13),
+         "cutlass-sparse": (0.05, 3e-13), "torch-builtin": (0.5, 0.0),
+         "torch-cslt": (30.0, 0.0)}  # fmt: skip
+# Crash-isolated vetting of the cuSPARSELt grid: once per GPU tag and operand dtype (about 20 s
+# per dtype on the H200 shard).
+_VET_ONCE_S = 20.0
 
 
-def _cost(p: Mapping[str, Any]) -> tuple[float, float]:
+def _cost(p: Mapping[str, Any]) -> tuple[float, float] | tuple[float, float, dict[str, float]]:
     backend = p.get("backend") or "cublaslt"
+    M = float(p.get("M") or 1)
+    work = 2.0 * M * float(p.get("N") or M) * float(p.get("K") or M)
     if backend == "cpu-ref":
-        macs = float(p.get("M") or 1) * float(p.get("N") or p.get("M") or 1)
-        macs *= float(p.get("K") or p.get("M") or 1)
-        return 0.2, 0.5 + macs / 2e9
-    return 0.5, _COST_S.get(backend, 2.0)
+        return 0.2, 0.5 + work / 4e9
+    fixed, per_op = _COST.get(backend, (0.5, 1.4e-12))
+    if backend == "cusparselt":
+        return 0.02, fixed + per_op * work, {f"vet:{p.get('dtype')}": _VET_ONCE_S}
+    return 0.02, fixed + per_op * work
 
 
 @register_task(

@@ -441,3 +441,29 @@ def test_dense_gemm_groups_queue_before_the_sparse_cells_paired_with_them():
     assert queued[: len(dense)] == dense == [c for c in queued if c.params["sparsity"] == "dense"]
     # Within a rank, groups keep the matrix's order.
     assert queued[len(dense) :] == [c for c in cells if c.params["sparsity"] != "dense"]
+
+
+def test_plan_counts_a_tasks_one_time_costs_once_per_key():
+    from machines import make_machine
+
+    from slidesparse.run.matrix import expand, parse_matrix
+    from slidesparse.run.runner import Plan, PlannedCell
+    from slidesparse.tasks import get_task
+
+    matrix = parse_matrix(
+        "blocks:\n"
+        "  - task: kernel-gemm\n"
+        "    axes: {mode: [square], backend: [cusparselt], dtype: [int8, fp8],\n"
+        "           sparsity: [2_8], M: [64, 128, 256]}\n"
+    )
+    cells = expand(matrix)
+    spec = get_task("kernel-gemm")
+    per_cell = sum(spec.cost(c.params)[1] for c in cells)
+    setups = sum(spec.cost(c.params)[0] for c in cells)  # one setup key per (dtype, N, K)
+    plan = Plan(
+        "m", make_machine("H200_x", cc=(9, 0)), [PlannedCell(c, None, "run") for c in cells]
+    )
+    seconds, unknown, modelled, _ = plan.estimate(1)
+    assert (unknown, modelled) == (0, 6)
+    # Vetting the cuSPARSELt grid is paid once per dtype in the run, not once per cell.
+    assert seconds == pytest.approx(per_cell + setups + 2 * 20.0)
