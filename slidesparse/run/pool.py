@@ -202,10 +202,12 @@ def _setup_groups(cells: list[Cell]) -> OrderedDict[str, deque[Cell]]:
 
     A non-empty setup key names the setup itself, so cells of different tasks that need the
     same one (an engine's prefill and decode cells) share a group and a warm worker; an
-    empty key groups a task's cells together. Groups queue by their task's rank (lowest
-    first: the dense GEMMs that sparse cells pair with), then in first-seen order."""
+    empty key groups a task's cells together. Groups queue task by task in the matrix's
+    order, within a task by rank (lowest first: the dense GEMMs that sparse cells pair
+    with), then in first-seen order."""
     groups: OrderedDict[str, deque[Cell]] = OrderedDict()
-    ranks: dict[str, int] = {}
+    ranks: dict[str, tuple[int, int]] = {}
+    tasks: dict[str, int] = {}  # task -> position of its first cell
     for cell in cells:
         spec = get_task(cell.task)
         try:
@@ -215,8 +217,9 @@ def _setup_groups(cells: list[Cell]) -> OrderedDict[str, deque[Cell]]:
         except Exception:  # a setup key that cannot be computed: group by the params instead
             key, rank = cell.group_key, 0
         groups.setdefault(key, deque()).append(cell)
-        ranks[key] = min(rank, ranks.get(key, rank))
-    # Stable: first-seen order within a rank.
+        at = (tasks.setdefault(cell.task, len(tasks)), rank)
+        ranks[key] = min(at, ranks.get(key, at))
+    # Stable: tasks in the matrix's order, by rank within a task, then first seen.
     return OrderedDict(sorted(groups.items(), key=lambda kv: ranks[kv[0]]))
 
 

@@ -467,3 +467,22 @@ def test_plan_counts_a_tasks_one_time_costs_once_per_key():
     assert (unknown, modelled) == (0, 6)
     # Vetting the cuSPARSELt grid is paid once per dtype in the run, not once per cell.
     assert seconds == pytest.approx(per_cell + setups + 2 * 20.0)
+
+
+def test_ranks_reorder_groups_within_a_task_only():
+    from slidesparse.run.matrix import expand, parse_matrix
+    from slidesparse.run.pool import _setup_groups
+
+    matrix = parse_matrix(
+        "blocks:\n"
+        "  - task: kernel-gemm\n"
+        "    axes: {mode: [square], backend: [cpu-ref], dtype: [int8], sparsity: [2_8], M: [32]}\n"
+        "  - task: noop\n"
+        "    axes: {count: 2}\n"
+        "  - task: kernel-gemm\n"
+        "    axes: {mode: [square], backend: [cpu-ref], dtype: [int8], sparsity: [dense],\n"
+        "           M: [64]}\n"
+    )
+    queued = [c for g in _setup_groups(expand(matrix)).values() for c in g]
+    assert [c.task for c in queued] == ["kernel-gemm", "kernel-gemm", "noop", "noop"]
+    assert [c.params.get("sparsity") for c in queued[:2]] == ["dense", "2_8"]
