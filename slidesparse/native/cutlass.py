@@ -259,6 +259,11 @@ def load() -> ctypes.CDLL:
         return lib
 
 
+def is_built() -> bool:
+    """Whether a built library is there to load (no build needed)."""
+    return _lib is not None or built_library(default_build_dir()).is_file()
+
+
 def load_error() -> str | None:
     """Why the library cannot be used here (None when it loads)."""
     try:

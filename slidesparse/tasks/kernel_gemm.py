@@ -292,6 +292,11 @@ def _measure_baselines(ctx, dtype, out_dtype, M, N, K, seed) -> None:
     dense = parse_pattern("dense")
     cc = _device_cc(ctx.device)
     for name in _BASELINES.get(ctx.device, ()):
+        if gemm.get_spec(name).needs_cutlass:
+            from slidesparse.native import cutlass
+
+            if cutlass.unsupported_reason(cc) or not cutlass.is_built():
+                continue  # a baseline is not worth a CUTLASS build (minutes) in a sparse cell
         try:
             spec = gemm.select_backend(name, dtype, device=ctx.device, cc=cc,
                                        **_checks(name, ctx.device, cc))  # fmt: skip

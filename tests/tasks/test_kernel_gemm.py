@@ -233,3 +233,16 @@ def test_cpu_ref_on_a_gpu_worker_runs_and_times_on_the_cpu(tmp_path):
     (row,) = _run(gpu_ctx, backend="cpu-ref", sparsity="2_8")
     assert row["timer"] == "perf_counter" and row["correct"] is True
     assert row["latency_us"] > 1.0
+
+
+def test_a_cutlass_baseline_is_never_built_inside_a_sparse_cell(ctx, monkeypatch):
+    from slidesparse.native import cutlass
+
+    def no_build():
+        raise AssertionError("a sparse cell must not build the CUTLASS library")
+
+    monkeypatch.setattr(cutlass, "load", no_build)
+    monkeypatch.setattr(cutlass, "build", no_build)
+    monkeypatch.setitem(kg._BASELINES, "cpu", ("cutlass", "cpu-ref"))
+    (row,) = _run(ctx, sparsity="2_8")
+    assert row["extra"]["dense_backend"] == "cpu-ref"
