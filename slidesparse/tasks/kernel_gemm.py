@@ -16,8 +16,10 @@ search cache. Every configuration is checked against the fp64 product of the pru
 operands before it is timed.
 
 Timing is adaptive to ``ctx.target_spread`` (rows: ``n_samples``, ``latency_spread``,
-``spread_met``). A sparse cell whose dense twin (same dtype, out_dtype, M, N, K) ran earlier
-in this worker times the strongest such dense call interleaved with its own
+``spread_met``; ``extra.phase_s``: seconds per phase of the cell). A sparse cell times the
+strongest dense call of its shape (same dtype, out_dtype, M, N, K) measured in this worker
+(where none was, it measures the dense baselines itself first: cuBLASLt, and CUTLASS where
+built) interleaved with its own
 (:func:`slidesparse.core.timing.time_pair`): ``extra`` gets the median per-round speedup
 ``speedup_vs_dense``, its 95% interval ``speedup_lo``/``speedup_hi``, ``speedup_spread``,
 ``dense_latency_us`` and ``dense_backend``, and ``baseline_suspect`` flags a speedup beyond
