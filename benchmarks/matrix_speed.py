@@ -30,6 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from slidesparse.report.speedups import extra_dict
 from slidesparse.results.runlog import run_stats
 from slidesparse.results.store import Store
 
@@ -73,12 +74,8 @@ def vet_seconds(results: Path, task: str) -> float:
     store = Store(results)
     frame = store.read(store.gpu_tags()[0])
     rows = frame[frame["task"] == task].to_dict("records")
-    return sum(float((_extra(r).get("phase_s") or {}).get("vet", 0.0)) for r in rows)
-
-
-def _extra(row: dict) -> dict:
-    extra = row.get("extra")
-    return json.loads(extra) if isinstance(extra, str) else (extra or {})
+    phases = [extra_dict(r.get("extra")).get("phase_s") or {} for r in rows]
+    return sum(float(p.get("vet", 0.0)) for p in phases)
 
 
 def phases(results: Path, out: Path) -> None:
@@ -91,11 +88,11 @@ def phases(results: Path, out: Path) -> None:
             "duration_s", "latency_us", "n_samples", "latency_spread", "spread_met")  # fmt: skip
     with open(out / "rows.jsonl", "w") as fh:
         for r in frame.to_dict("records"):
-            fh.write(json.dumps({**{k: r.get(k) for k in keep}, "extra": _extra(r)},
-                                default=str) + "\n")  # fmt: skip
+            row = {**{k: r.get(k) for k in keep}, "extra": extra_dict(r.get("extra"))}
+            fh.write(json.dumps(row, default=str) + "\n")
     totals: dict[str, dict[str, float]] = {}
     for r in frame[frame["task"] == "kernel-gemm"].to_dict("records"):
-        ph = _extra(r).get("phase_s") or {}
+        ph = extra_dict(r.get("extra")).get("phase_s") or {}
         if r.get("layer") == "total" or not ph:
             continue
         t = totals.setdefault(
@@ -119,7 +116,7 @@ def compare(results: Path, k: int, fixed: int) -> list[dict]:
     tag = store.gpu_tags()[0]
     frame = store.read(tag)
     frame = frame[(frame["task"] == "kernel-gemm") & (frame["status"] == "ok")]
-    records = [{**r, "extra": _extra(r)} for r in frame.to_dict("records")]
+    records = [{**r, "extra": extra_dict(r.get("extra"))} for r in frame.to_dict("records")]
     sparse = [r for r in records if r["sparsity"] != "dense" and "speedup_lo" in r["extra"]]
     step = max(1, len(sparse) // max(k, 1))
     picked = sparse[::step][:k]

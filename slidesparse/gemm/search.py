@@ -225,24 +225,23 @@ def search_backend(backend, weight, inp, candidates, *, device: str, cache, key:
     calls: dict[str, Callable[[], object]] = {}
     counts: dict[str, int] = {}
 
-    def call_of(config: dict) -> Callable[[], object]:
-        key_ = json.dumps(config, sort_keys=True, default=str)
-        if key_ not in calls:
-            calls[key_] = backend.make_call(weight, inp, config)
-        return calls[key_]
+    def call_of(config: dict) -> tuple[str, Callable[[], object]]:
+        name = json.dumps(config, sort_keys=True, default=str)
+        if name not in calls:
+            calls[name] = backend.make_call(weight, inp, config)
+        return name, calls[name]
 
     def trial(config: dict) -> Timing:
-        call = call_of(config)
-        key_ = json.dumps(config, sort_keys=True, default=str)
-        if key_ not in counts:
+        name, call = call_of(config)
+        if name not in counts:
             budget, lo, hi = TRIAL_BUDGET[device]
             first = timing.time_fn(call, device, repeats=1, warmup=1)
-            counts[key_] = timing.repeats_for(first.median_us, budget_us=budget, lo=lo, hi=hi)
-        return timing.time_fn(call, device, repeats=counts[key_], warmup=0)
+            counts[name] = timing.repeats_for(first.median_us, budget_us=budget, lo=lo, hi=hi)
+        return timing.time_fn(call, device, repeats=counts[name], warmup=0)
 
     def quick(config: dict) -> Timing:
         # Two samples: one alone let a single clock dip drop the best candidate.
-        return timing.time_fn(call_of(config), device, repeats=2, warmup=1)
+        return timing.time_fn(call_of(config)[1], device, repeats=2, warmup=1)
 
     def quick_many(configs: list[dict]) -> list[Timing | str]:
         # Each configuration is built and launched once on its own first: one that cannot run
@@ -252,7 +251,7 @@ def search_backend(backend, weight, inp, candidates, *, device: str, cache, key:
         errors: dict[int, str] = {}
         for i, config in enumerate(configs):
             try:
-                fn = call_of(config)
+                _, fn = call_of(config)
                 fn()
                 ready[i] = fn
             except RuntimeError as exc:

@@ -209,8 +209,8 @@ def _setup_groups(cells: list[Cell]) -> OrderedDict[str, deque[Cell]]:
     ranks: dict[str, tuple[int, int]] = {}
     tasks: dict[str, int] = {}  # task -> position of its first cell
     for cell in cells:
-        spec = get_task(cell.task)
         try:
+            spec = get_task(cell.task)
             setup = str(spec.setup_key(cell.params))
             key = f"setup:{setup}" if setup else f"{cell.task}:"
             rank = int(spec.rank(cell.params))
