@@ -62,8 +62,9 @@ def _ms(text: str | None, name: str) -> tuple[int, ...] | None:
     "gemms",
     default="auto",
     show_default=True,
-    help="Quantized GEMMs, comma-separated, each a full set of rows: auto, cutlass (scales "
-    "fused in the epilogue), csrc (cuBLASLt / cuSPARSELt, then a dequant pass).",
+    help="Quantized GEMMs, comma-separated, each a full set of rows: auto (per layer and M "
+    "the faster of the other two, timed), cutlass (scales fused in the epilogue), csrc "
+    "(cuBLASLt / cuSPARSELt, then a dequant pass).",
 )
 @click.option("--cache-dir", type=click.Path(), default=None, help="Cache root.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None)

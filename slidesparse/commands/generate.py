@@ -53,8 +53,8 @@ def _token_ids(text: str) -> list[int]:
     type=click.Choice(["auto", "cutlass", "csrc"]),
     default="auto",
     show_default=True,
-    help="Quantized GEMMs: CUTLASS with the scales fused (auto: where it runs) or cuBLASLt / "
-    "cuSPARSELt plus a dequant pass.",
+    help="Quantized GEMMs: cutlass (scales fused in the epilogue), csrc (cuBLASLt / "
+    "cuSPARSELt plus a dequant pass) or auto (per layer and M the faster of the two, timed).",
 )
 @click.option("--cache-dir", type=click.Path(), default=None, help="Cache root.")
 def generate(

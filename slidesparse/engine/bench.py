@@ -104,7 +104,8 @@ def copy_bandwidth(device: str, target: float = timing.DEFAULT_TARGET) -> float 
 
 
 def layer_parts(engine, M: int, device: str, policy: timing.Adaptive, graph: bool = False) -> dict:
-    """Seconds of the block linears alone at M rows, and of their GEMMs alone.
+    """Seconds of the block linears alone at M rows, and of their GEMMs alone (on the fused
+    kernels gate_up's linear time includes its SiLU-and-mul, as the step runs it).
 
     Timed the way the step runs them: eagerly for prefill (layer 0's four linears, times the
     layer count), and for a graphed decode step (``graph``) as one CUDA graph of every
@@ -126,16 +127,21 @@ def layer_parts(engine, M: int, device: str, policy: timing.Adaptive, graph: boo
             m.K, torch.randn(M, m.K, device=device, dtype=torch.bfloat16, generator=g)
         )
     lin_calls, gemm_calls = [], []
+    fused = engine.model.fused
     with torch.inference_mode():
         for layer in layers:
             for m in mods_of(layer):
                 x = inputs[m.K]
-                lin_calls.append(lambda m=m, x=x: m(x))
+                # The step's gate_up on the fused kernels: SiLU-and-mul follows (in the
+                # dequant pass where there is one), and the router decides with it.
+                gated = fused and m is layer.mlp.gate_up_proj
                 if isinstance(m, QuantLinear):
+                    lin_calls.append(lambda m=m, x=x, g=gated: m(x, gated=g))
                     q, s = m.quantize(x)
-                    m.gemm(q, s)  # picks (or searches) the config for this M_pad
-                    gemm_calls.append(lambda m=m, q=q, s=s: m.gemm(q, s))
+                    m.gemm(q, s, gated)  # picks (or searches) the route for this M_pad
+                    gemm_calls.append(lambda m=m, q=q, s=s, g=gated: m.gemm(q, s, g))
                 else:
+                    lin_calls.append(_gated_call(m, x) if gated else (lambda m=m, x=x: m(x)))
                     gemm_calls.append(lambda m=m, x=x: m(x))
         if graph:
             lin_s = time_graph(lin_calls, policy)
@@ -145,6 +151,12 @@ def layer_parts(engine, M: int, device: str, policy: timing.Adaptive, graph: boo
         gemm_s = sum(time_call(f, device, policy, 2)["median_s"] for f in gemm_calls)
     n = engine.cfg.num_layers
     return {"linear_s": lin_s * n, "gemm_s": gemm_s * n}
+
+
+def _gated_call(m, x):
+    from slidesparse.engine import fused as fk
+
+    return lambda: fk.silu_mul(m(x))
 
 
 def time_graph(calls: list[Callable[[], object]], policy: timing.Adaptive) -> float:
@@ -438,6 +450,7 @@ def run_e2e(plan: E2EPlan, on_row: Callable[[dict], None] | None = None) -> list
                     row["speedup_vs_hf"] = row["tokens_per_s"] / row["hf_tokens_per_s"]
                 if eng.selector is not None:
                     row["searched"] = sum(1 for e in eng.selector.log if not e.get("cached"))
+                    row["routes"] = eng.selector.summary()
                 rows.append(row)
                 if on_row:
                     on_row(row)

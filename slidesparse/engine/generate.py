@@ -33,6 +33,7 @@ from slidesparse.engine.weights import (
     PreparedCache,
     RandomWeights,
     convert_linear,
+    forms_of,
 )
 
 QDTYPES = {"int8": torch.int8, "fp8": torch.float8_e4m3fn}
@@ -47,7 +48,7 @@ class EngineInfo:
     dtype: str | None
     sparsity: str | None
     prune: str | None
-    gemm: str | None  # engine_mm kind
+    gemm: str | None  # GEMM kinds of the quantized linears, "+"-joined (auto: two)
     device: str
     gpu_tag: str | None
     weights: str  # "random" or the folder
@@ -134,8 +135,10 @@ def build_engine(
     cache (else the first vetted candidate). ``max_len``: longest sequence (RoPE table).
     ``fused``: norm, RoPE and SiLU-and-mul as the Triton kernels of
     :mod:`slidesparse.engine.fused` (default: on CUDA; on a CPU only under the interpreter).
-    ``gemm``: the quantized linears' GEMMs (:func:`slidesparse.engine.algos.gemm_kind`):
-    ``auto`` (CUTLASS with the scales fused where it runs), ``cutlass`` or ``csrc``.
+    ``gemm``: the quantized linears' GEMMs (:func:`slidesparse.engine.algos.gemm_kinds`):
+    ``auto`` (where CUTLASS runs, per layer shape and M the faster of CUTLASS with the scales
+    fused and cuBLASLt / cuSPARSELt + dequant; the weights are kept in both forms),
+    ``cutlass`` or ``csrc``.
     """
     cfg, folder = resolve_config(model)
     dtype = dtype or checkpoint_dtype(folder) or "int8"
@@ -151,7 +154,7 @@ def build_engine(
     max_len = min(max_len, cfg.max_position)
 
     ctx = None
-    kind = None
+    kinds: tuple[str, ...] = ()
     selector = None
     if device == "cuda":
         ctx = _context(cache_dir, tag_cache_dir)
@@ -161,17 +164,17 @@ def build_engine(
         err = cerr = None
         if device == "cuda":
             cerr = algos.cutlass_error() if gemm != "csrc" else None
-            # The csrc extension is built only where its GEMMs will run.
-            err = algos.extension_error() if gemm == "csrc" or cerr else None
-        kind = algos.gemm_kind(device, pattern is not None, err, gemm=gemm, cutlass_error=cerr)
+            # The csrc extension is built only where its GEMMs may run.
+            err = algos.extension_error() if gemm != "cutlass" else None
+        kinds = algos.gemm_kinds(device, pattern is not None, err, gemm=gemm, cutlass_error=cerr)
         if ctx is not None:
-            selector = algos.AlgoSelector(kind, ctx.cache_dir, ctx.gpu_tag, search_ok=search)
+            selector = algos.Router(kinds, ctx.cache_dir, ctx.gpu_tag, search_ok=search)
     plan = LinearPlan(
         backend,
         QDTYPES.get(dtype) if quantized else None,
         pattern,
         prune,
-        kind or "torch",
+        kinds or ("torch",),
         require_pruned,
     )
 
@@ -225,7 +228,7 @@ def build_engine(
         dtype if quantized else None,
         pattern,
         prune,
-        kind,
+        "+".join(kinds) or None,
         device,
         ctx.gpu_tag if ctx else None,
         str(folder) if folder else "random",
@@ -257,13 +260,11 @@ def _make_linear(plan: LinearPlan, cfg: EngineConfig, name: str, t: dict, bias, 
         K=K,
         qdtype=plan.qdtype,
         pattern=plan.pattern,
-        kind=plan.kind,
-        weight=t["weight"],
+        forms=forms_of(t, plan.kinds),
         w_scale=t["w_scale"].float().contiguous(),
         bias=None if bias is None else bias.to(torch.bfloat16).contiguous(),
         selector=selector,
         name=full,
-        meta=t.get("meta"),
     )
 
 

@@ -9,7 +9,9 @@ quantized backends are three registered custom ops in a row, each with a fake, s
 * slidesparse: quant_slide(x) -> engine_mm(q_lift, W_slide)  -> dequant_bias
 
 or, on the CUTLASS kinds (``cutlass`` dense, ``cutlass-sparse`` 2:4), two: the scales and the
-bias are applied in the GEMM's epilogue (``engine_scaled_mm``), with no dequant pass.
+bias are applied in the GEMM's epilogue (``engine_scaled_mm``), with no dequant pass. With
+``--gemm auto`` a linear holds its weight in both kinds' forms and runs, per padded M, the
+route the router timed faster (:class:`slidesparse.engine.algos.Router`).
 
 ``engine_mm`` (defined here) is the raw GEMM ``acc[M_pad, N] = q · Wᵀ`` on the GEMM backend
 picked for the engine: cuBLASLt / cuSPARSELt from the csrc extension on a GPU (algorithm from
@@ -208,10 +210,12 @@ class Bf16Linear(nn.Module):
 class QuantLinear(nn.Module):
     """W8A8 linear on the quant kernels: dense (``pattern`` None) or SlideSparse 2_L.
 
-    weight: the GEMM operand in ``kind``'s form (see :func:`engine_mm`), ``meta`` its 2:4
-    metadata on ``cutlass-sparse``; w_scale [N] fp32; bias [N] bf16 or None. ``selector``
-    picks the GEMM algorithm per padded M (searched once per shape on a GPU, then reused; see
-    :class:`slidesparse.engine.algos.AlgoSelector`).
+    ``forms``: GEMM kind -> the weight in that kind's form (see :func:`engine_mm`) and its 2:4
+    metadata (``cutlass-sparse``; else None). One kind, or (``--gemm auto``) a fused-scale
+    CUTLASS kind and a cuBLASLt / cuSPARSELt one: then ``selector`` (an
+    :class:`slidesparse.engine.algos.Router`) times both whole linears on the first eager
+    forward at each padded M and keeps the faster. Dense kinds share one tensor. w_scale [N]
+    fp32; bias [N] bf16 or None.
     """
 
     def __init__(
@@ -221,29 +225,41 @@ class QuantLinear(nn.Module):
         K: int,
         qdtype: torch.dtype,
         pattern: str | None,
-        kind: str,
-        weight: torch.Tensor,
+        forms: dict[str, tuple[torch.Tensor, torch.Tensor | None]],
         w_scale: torch.Tensor,
         bias: torch.Tensor | None,
         selector=None,
         name: str = "",
-        meta: torch.Tensor | None = None,
     ):
         super().__init__()
         self.N, self.K = N, K
         self.qdtype = qdtype
-        # Fused kinds apply the scales (and bias) in the GEMM: its output is the layer's.
-        self.fused = kind in FUSED_KINDS
-        self.acc_dtype = torch.bfloat16 if self.fused else ACC_DTYPE[qdtype]
         self.pattern = pattern  # None: dense w8a8
-        self.kind = kind
+        self.kinds = tuple(forms)
         self.selector = selector
         self.name = name
-        self.register_buffer("weight", weight, persistent=False)
-        self.register_buffer("meta", meta, persistent=False)  # cutlass-sparse metadata
+        self.forms = dict(forms)
+        for i, (w, meta) in enumerate(forms.values()):  # buffers, so .to() moves every form
+            self.register_buffer(f"weight_{i}", w, persistent=False)
+            self.register_buffer(f"meta_{i}", meta, persistent=False)
         self.register_buffer("w_scale", w_scale, persistent=False)  # [N] fp32
         self.register_buffer("bias", bias, persistent=False)  # [N] bf16 or None
-        self.configs: dict[int, list[int]] = {}  # M_pad -> engine_mm cfg
+        # (M_pad, gated) -> (kind, its GEMM cfg): the route a forward at that M_pad runs.
+        self.routes: dict[tuple[int, bool], tuple[str, list[int]]] = {}
+
+    def _apply(self, *args):
+        # Buffers may have moved (.to()): refresh the forms from them first.
+        super()._apply(*args)
+        self.forms = {
+            k: (getattr(self, f"weight_{i}"), getattr(self, f"meta_{i}"))
+            for i, k in enumerate(self.kinds)
+        }
+        return self
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The first kind's weight."""
+        return self.forms[self.kinds[0]][0]
 
     def quantize(self, x2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x2 [M, K] -> (q [M_pad, K_pad | K_slide], scale_a [M_pad])."""
@@ -255,27 +271,64 @@ class QuantLinear(nn.Module):
             return kops.quant_only(x2, self.qdtype)
         return kops.quant_slide(x2, self.pattern, self.qdtype)
 
-    def gemm(self, q: torch.Tensor, scale_a: torch.Tensor) -> torch.Tensor:
-        """The GEMM of a quantized activation q [M_pad, K'], with the searched config for
-        M_pad: acc [M_pad, N] (int32 / bf16, unscaled), or on a fused kind the scaled,
-        biased bf16 output [M_pad, N]."""
-        cfg = self.configs.get(q.shape[0])
-        if cfg is None:
-            cfg = [] if self.selector is None else self.selector.pick(self, q)
-            self.configs[q.shape[0]] = cfg
-        if self.fused:
-            return engine_scaled_mm(
-                q, self.weight, self.meta, scale_a, self.w_scale, self.bias, self.N,
-                self.kind, cfg,
-            )  # fmt: skip
-        return engine_mm(q, self.weight, self.N, self.kind, self.acc_dtype, cfg)
+    def route(self, q: torch.Tensor, scale_a: torch.Tensor, gated: bool = False):
+        """(kind, cfg) a forward of q [M_pad, K'] runs on: picked (searched, timed) once per
+        (M_pad, gated), eagerly, then reused (also by a CUDA-graph capture)."""
+        key = (q.shape[0], gated)
+        hit = self.routes.get(key)
+        if hit is None:
+            if self.selector is None:
+                hit = (self.kinds[0], [])
+            else:
+                run = lambda kind, cfg: self.run(kind, cfg, q, scale_a, q.shape[0], gated)  # noqa: E731
+                hit = self.selector.route(self, q, run, gated)
+            self.routes[key] = hit
+        return hit
 
-    def forward(self, x: torch.Tensor, epilogue=None) -> torch.Tensor:
-        """x [..., K] -> [..., N] bf16. ``epilogue(acc [M_pad, N], scale_a [M_pad], w_scale,
-        M) -> [M, N']`` replaces dequant_bias (bias-free layers; the engine's fused
-        dequant + SiLU-and-mul of gate_up)."""
+    def gemm(self, q: torch.Tensor, scale_a: torch.Tensor, gated: bool = False) -> torch.Tensor:
+        """The GEMM alone of a quantized activation q [M_pad, K'], on the route of
+        (M_pad, gated): acc [M_pad, N] (int32 / bf16, unscaled), or on a fused kind the
+        scaled, biased bf16 output [M_pad, N]."""
+        kind, cfg = self.route(q, scale_a, gated)
+        return self._gemm(kind, cfg, q, scale_a)
+
+    def _gemm(self, kind, cfg, q, scale_a):
+        w, meta = self.forms[kind]
+        if kind in FUSED_KINDS:
+            return engine_scaled_mm(
+                q, w, meta, scale_a, self.w_scale, self.bias, self.N, kind, cfg
+            )  # fmt: skip
+        return engine_mm(q, w, self.N, kind, ACC_DTYPE[self.qdtype], cfg)
+
+    def run(self, kind, cfg, q, scale_a, M: int, gated: bool, ev=None, out=torch.bfloat16):
+        """One route's GEMM and what follows it: [M, N] ``out`` (gated: SiLU-and-mul of the
+        two halves, [M, N / 2]). ``ev`` collects a CUDA event after the GEMM (the probe)."""
+        acc = self._gemm(kind, cfg, q, scale_a)  # [M_pad, N]
+        if ev is not None:
+            ev.append(_event())
         from slidesparse.kernels import ops as kops
 
+        if kind in FUSED_KINDS:
+            y = acc if acc.shape[0] == M else acc[:M]  # row slices stay contiguous
+        elif gated and self.bias is None:
+            from slidesparse.engine import fused as fk
+
+            # dequant and SiLU-and-mul in one pass over the accumulator
+            return fk.dequant_silu_mul(acc, scale_a, self.w_scale, M)
+        else:
+            if acc.shape[0] != M:
+                acc, scale_a = acc[:M], scale_a[:M]  # row slices stay contiguous
+            y = kops.dequant_bias(acc, scale_a, self.w_scale, self.bias, out)
+        if gated:
+            from slidesparse.engine import fused as fk
+
+            return fk.silu_mul(y)
+        return y
+
+    def forward(self, x: torch.Tensor, gated: bool = False) -> torch.Tensor:
+        """x [..., K] bf16 -> [..., N] bf16; ``gated``: SiLU(first half) * second half,
+        [..., N / 2], fused into the dequant pass where there is one (the engine's gate_up
+        on its Triton kernels)."""
         lead = x.shape[:-1]
         x2 = x.reshape(-1, self.K)  # [M, K]
         M = x2.shape[0]
@@ -283,23 +336,16 @@ class QuantLinear(nn.Module):
         q, scale_a = self.quantize(x2)  # M padded to 16 by the kernels
         if ev:
             ev.append(_event())
-        acc = self.gemm(q, scale_a)  # [M_pad, N]
-        if ev:
-            ev.append(_event())
-        if self.fused:
-            assert epilogue is None, f"{self.name}: a fused-scale GEMM takes no epilogue"
-            y = acc if acc.shape[0] == M else acc[:M]  # row slices stay contiguous
-        elif epilogue is not None:
-            assert self.bias is None, f"{self.name}: an epilogue replaces a bias-free dequant"
-            y = epilogue(acc, scale_a, self.w_scale, M)  # [M, N']
-        else:
-            if acc.shape[0] != M:
-                acc, scale_a = acc[:M], scale_a[:M]  # row slices stay contiguous
-            y = kops.dequant_bias(acc, scale_a, self.w_scale, self.bias, x.dtype)  # [M, N]
+        kind, cfg = self.route(q, scale_a, gated)
+        y = self.run(kind, cfg, q, scale_a, M, gated, ev, x.dtype)
         if ev:
             ev.append(_event())
             _PROBE.append(tuple(ev))
         return y.view(*lead, y.shape[-1])
 
     def weight_bytes(self) -> int:
-        return self.weight.numel() * self.weight.element_size()
+        """Bytes of the weight a forward reads: the form of the route at the smallest M_pad
+        picked so far (a decode step's), else the first kind's."""
+        kind = min(self.routes.items())[1][0] if self.routes else self.kinds[0]
+        w, meta = self.forms[kind]
+        return sum(t.numel() * t.element_size() for t in (w, meta) if t is not None)

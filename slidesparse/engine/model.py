@@ -214,9 +214,8 @@ class MLP(nn.Module):
             from slidesparse.engine import fused as fk
 
             gu = self.gate_up_proj
-            if getattr(gu, "bias", None) is None and hasattr(gu, "w_scale") and not gu.fused:
-                # quantized: dequant and SiLU-and-mul in one pass over the accumulator
-                return self.down_proj(gu(x, epilogue=fk.dequant_silu_mul))
+            if hasattr(gu, "route"):  # quantized: it fuses SiLU-and-mul where it can
+                return self.down_proj(gu(x, gated=True))
             return self.down_proj(fk.silu_mul(gu(x)))
         gate, up = self.gate_up_proj(x).chunk(2, dim=-1)  # [.., inter] each
         return self.down_proj(F.silu(gate) * up)

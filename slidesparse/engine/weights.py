@@ -275,12 +275,15 @@ class LinearPlan:
     qdtype: torch.dtype | None  # int8 / float8_e4m3fn for the quantized backends
     pattern: str | None  # slidesparse: the 2_L pattern run on cuSPARSELt
     prune: str | None  # pattern the weights are pruned to (slidesparse: == pattern)
-    kind: str  # GEMM backend of engine_mm (cpu-ref, cublaslt, cusparselt, ...)
+    # GEMM kinds of engine_mm (cpu-ref, cublaslt, cusparselt, cutlass, ...): the weight is
+    # kept in each one's form (--gemm auto: two, the router picks per layer shape and M)
+    kinds: tuple[str, ...]
     require_pruned: bool = False
 
     def cache_tag(self) -> str:
         q = "none" if self.qdtype is None else dtype_name(self.qdtype)
-        return f"v{FORMAT_VERSION}|{self.backend}|{q}|{self.pattern}|{self.prune}|{self.kind}"
+        kinds = "+".join(self.kinds)
+        return f"v{FORMAT_VERSION}|{self.backend}|{q}|{self.pattern}|{self.prune}|{kinds}"
 
 
 def prune_or_check(w: torch.Tensor, plan: LinearPlan, name: str) -> torch.Tensor:
@@ -330,10 +333,10 @@ def convert_linear(w, plan: LinearPlan, name: str) -> dict[str, torch.Tensor]:
 
 def pack_linear(q: torch.Tensor, scale: torch.Tensor, plan: LinearPlan, slid=None) -> dict:
     """Quantized q [N, K] (pruned as ``plan`` asks) and its scale [N] -> the backend's form:
-    K padded for w8a8; slid (or the given ``slid`` [N, K_slide]) and compressed for
-    slidesparse."""
+    K padded for w8a8 (one tensor every dense kind reads); for slidesparse, slid (or the
+    given ``slid`` [N, K_slide]) and compressed for each kind: ``weight`` (+ ``meta``) for
+    the first, ``weight.<kind>`` (+ ``meta.<kind>``) for the others (:func:`forms_of`)."""
     from slidesparse.core import sparsity
-    from slidesparse.engine.algos import ENGINE_A_LAYOUT
     from slidesparse.kernels import numerics
 
     N, K = q.shape
@@ -345,19 +348,41 @@ def pack_linear(q: torch.Tensor, scale: torch.Tensor, plan: LinearPlan, slid=Non
     if slid is None:
         slid = sparsity.slide_weight(q, plan.pattern)
     slid = slid.contiguous()  # [N, K_slide], 2:4
-    if plan.kind == "cusparselt":
+    out = {"w_scale": scale}
+    for i, kind in enumerate(plan.kinds):
+        sfx = "" if i == 0 else f".{kind}"
+        w, meta = _sparse_form(slid, kind)
+        out[f"weight{sfx}"] = w
+        if meta is not None:
+            out[f"meta{sfx}"] = meta
+    return out
+
+
+def _sparse_form(slid: torch.Tensor, kind: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A slid 2:4 weight [N, K_slide] as GEMM ``kind`` reads it: (weight, 2:4 metadata)."""
+    from slidesparse.engine.algos import ENGINE_A_LAYOUT
+
+    if kind == "cusparselt":
         from slidesparse.native import ops
 
-        slid = ops.cusparselt_compress(slid, ENGINE_A_LAYOUT)  # [bytes] uint8
-    elif plan.kind == "torch-cslt":
-        slid = torch._cslt_compress(slid)
-    elif plan.kind == "cutlass-sparse":
+        return ops.cusparselt_compress(slid, ENGINE_A_LAYOUT), None  # [bytes] uint8
+    if kind == "torch-cslt":
+        return torch._cslt_compress(slid), None
+    if kind == "cutlass-sparse":
         from slidesparse.native import cutlass
 
-        fam = cutlass.family(dtype_name(q.dtype), True)
-        slid, meta = cutlass.compress(fam, slid)  # [bytes], [bytes] uint8
-        return {"weight": slid, "meta": meta, "w_scale": scale}
-    return {"weight": slid, "w_scale": scale}
+        return cutlass.compress(cutlass.family(dtype_name(slid.dtype), True), slid)
+    return slid, None
+
+
+def forms_of(t: dict, kinds: tuple[str, ...]) -> dict:
+    """kind -> (weight, meta) from :func:`pack_linear`'s tensors (dense: one shared weight)."""
+    forms = {}
+    for i, kind in enumerate(kinds):
+        sfx = "" if i == 0 else f".{kind}"
+        w = t.get(f"weight{sfx}", t["weight"])
+        forms[kind] = (w, t.get(f"meta{sfx}"))
+    return forms
 
 
 class PreparedCache:

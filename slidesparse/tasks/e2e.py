@@ -224,6 +224,8 @@ def engine_row(
                 "version": __version__,
                 "linear": info.backend,
                 "gemm": info.gemm,
+                # auto: the GEMM each linear ran on per padded M, and why (the router's ratio)
+                "routes": eng.selector.summary() if eng.selector is not None else None,
                 "weights": info.weights,
                 "fused": bool(eng.model.fused),
                 "cuda_graphs": bool(eng.use_graphs),

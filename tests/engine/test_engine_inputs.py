@@ -206,27 +206,30 @@ def test_quant_linear_compiles_without_graph_breaks(tmp_path, backend):
 
 
 @pytest.mark.parametrize(
-    ("device", "sparse", "gemm", "cutlass_error", "kind"),
+    ("device", "sparse", "gemm", "cutlass_error", "ext_error", "kinds"),
     [
-        ("cpu", True, "cutlass", None, "cpu-ref"),  # a CPU runs the reference whatever asked
-        ("cuda", False, "auto", None, "cutlass"),
-        ("cuda", True, "auto", None, "cutlass-sparse"),
-        ("cuda", True, "auto", "built for sm90a only", "cusparselt"),
-        ("cuda", False, "csrc", None, "cublaslt"),
-        ("cuda", True, "cutlass", None, "cutlass-sparse"),
+        ("cpu", True, "cutlass", None, None, ("cpu-ref",)),  # a CPU runs the reference
+        ("cuda", False, "auto", None, None, ("cutlass", "cublaslt")),
+        ("cuda", True, "auto", None, None, ("cutlass-sparse", "cusparselt")),
+        ("cuda", True, "auto", None, "no nvcc", ("cutlass-sparse", "torch-cslt")),
+        ("cuda", True, "auto", "built for sm90a only", None, ("cusparselt",)),
+        ("cuda", False, "auto", "built for sm90a only", "no nvcc", ("torch-builtin",)),
+        ("cuda", False, "csrc", None, None, ("cublaslt",)),
+        ("cuda", True, "cutlass", None, None, ("cutlass-sparse",)),
     ],
 )
-def test_engine_gemm_choice(device, sparse, gemm, cutlass_error, kind):
-    from slidesparse.engine.algos import gemm_kind
+def test_engine_gemm_choice(device, sparse, gemm, cutlass_error, ext_error, kinds):
+    from slidesparse.engine.algos import gemm_kinds
 
-    assert gemm_kind(device, sparse, gemm=gemm, cutlass_error=cutlass_error) == kind
+    got = gemm_kinds(device, sparse, ext_error, gemm=gemm, cutlass_error=cutlass_error)
+    assert got == kinds
 
 
 def test_engine_gemm_choice_errors_name_the_fix():
     from slidesparse.core.errors import UserError
-    from slidesparse.engine.algos import gemm_kind
+    from slidesparse.engine.algos import gemm_kinds
 
     with pytest.raises(UserError, match="valid: auto, cutlass, csrc"):
-        gemm_kind("cuda", False, gemm="cublas")
+        gemm_kinds("cuda", False, gemm="cublas")
     with pytest.raises(UserError, match="--gemm cutlass cannot run here: no sm90"):
-        gemm_kind("cuda", True, gemm="cutlass", cutlass_error="no sm90")
+        gemm_kinds("cuda", True, gemm="cutlass", cutlass_error="no sm90")
