@@ -18,7 +18,14 @@ from slidesparse.commands.tune import tune
 @click.option("--sparsity", default="all", show_default=True)
 @click.option("--results", default="results", show_default=True, help="Results root (cache).")
 @click.option("--jobs", type=int, help="Parallel compile processes (default: CPUs, at most 16).")
-def tune_kernels(model, k_list, n_list, m_list, out_dtypes, sparsity, results, jobs) -> None:
+@click.option(
+    "--rep-ms",
+    type=click.IntRange(1, 1000),
+    default=25,
+    show_default=True,
+    help="Milliseconds of samples per config (do_bench's rep).",
+)
+def tune_kernels(model, k_list, n_list, m_list, out_dtypes, sparsity, results, jobs, rep_ms):
     """Tune the quant kernels on this GPU; configs go to <results>/<gpu_tag>/cache/."""
     from slidesparse.core import sparsity as sp
     from slidesparse.kernels import autotune, bench, tuning
@@ -41,7 +48,7 @@ def tune_kernels(model, k_list, n_list, m_list, out_dtypes, sparsity, results, j
     def progress(i, n, key, record):
         click.echo(f"[{i}/{n}] {key}: {record['latency_us']:.1f} us {record['config']}")
 
-    entries = autotune.tune(cases, jobs=jobs, progress=progress)
+    entries = autotune.tune(cases, jobs=jobs, rep_ms=rep_ms, progress=progress)
     path = autotune.cache_path(cache)
     tuning.save_entries(path, tuning.current_gpu_tag(), entries)
     click.echo(f"saved {len(entries)} tuned configs to {path}")

@@ -133,15 +133,17 @@ def runner(case: Case, inputs: tuple, config: dict | None = None):
 
 
 def time_fn(fn, *, warmup_ms: int = 25, rep_ms: int = 100) -> dict:
-    """Time ``fn`` on the current CUDA device: the store's latency columns (µs)."""
+    """Time ``fn`` on the current CUDA device: the store's latency columns (µs), plus the
+    90th percentile the tuner ranks configs by."""
     from triton.testing import do_bench
 
-    from slidesparse.core.timing import Timing, summarize
+    from slidesparse.core.timing import Timing, quantile, summarize
 
     times_ms = do_bench(fn, warmup=warmup_ms, rep=rep_ms, return_mode="all")
     if not isinstance(times_ms, list):  # a single sample comes back as a float
         times_ms = [times_ms]
-    return summarize(Timing(tuple(t * 1e3 for t in times_ms), TIMER))
+    us = tuple(t * 1e3 for t in times_ms)
+    return {**summarize(Timing(us, TIMER)), "latency_p90_us": quantile(sorted(us), 0.9)}
 
 
 def copy_gbps(nbytes: int, *, target: float = timing.DEFAULT_TARGET) -> float:
