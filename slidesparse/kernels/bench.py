@@ -18,6 +18,7 @@ from slidesparse.kernels import numerics
 
 KERNELS = ("quant_only", "quant_slide", "dequant_bias")
 TIMER = "triton_do_bench_l2flush"
+TIMER_GRAPH = "triton_do_bench_cudagraph"
 TIMER_INTERPRETER = "perf_counter(triton-interpreter)"
 _BYTES = {"bf16": 2, "fp16": 2, "fp32": 4, "int8": 1, "fp8": 1, "int32": 4}
 # Adaptive timing of a case (or its copy) on a GPU: launches of µs to ms, so a 1% target is
@@ -132,18 +133,23 @@ def runner(case: Case, inputs: tuple, config: dict | None = None):
     return lambda: dequant.dequant_bias(*inputs, case.out_dtype, config=config)
 
 
-def time_fn(fn, *, warmup_ms: int = 25, rep_ms: int = 100) -> dict:
+def time_fn(fn, *, warmup_ms: int = 25, rep_ms: int = 100, graph: bool = False) -> dict:
     """Time ``fn`` on the current CUDA device: the store's latency columns (µs), plus the
-    90th percentile the tuner ranks configs by."""
-    from triton.testing import do_bench
+    90th percentile the tuner ranks configs by. ``graph``: each sample is the mean of many
+    back-to-back calls replayed from one CUDA graph (no host launch cost, warm L2)."""
+    from triton.testing import do_bench, do_bench_cudagraph
 
     from slidesparse.core.timing import Timing, quantile, summarize
 
-    times_ms = do_bench(fn, warmup=warmup_ms, rep=rep_ms, return_mode="all")
+    if graph:
+        times_ms = do_bench_cudagraph(fn, rep=rep_ms, return_mode="all")
+    else:
+        times_ms = do_bench(fn, warmup=warmup_ms, rep=rep_ms, return_mode="all")
     if not isinstance(times_ms, list):  # a single sample comes back as a float
         times_ms = [times_ms]
     us = tuple(t * 1e3 for t in times_ms)
-    return {**summarize(Timing(us, TIMER)), "latency_p90_us": quantile(sorted(us), 0.9)}
+    timer = TIMER_GRAPH if graph else TIMER
+    return {**summarize(Timing(us, timer)), "latency_p90_us": quantile(sorted(us), 0.9)}
 
 
 def copy_gbps(nbytes: int, *, target: float = timing.DEFAULT_TARGET) -> float:

@@ -242,3 +242,9 @@ def test_tuner_ranks_configs_by_their_slow_tail():
     assert pick([(90.4, 57.6, bimodal), (62.5, 61.8, steady)])[2] == steady
     assert pick([(62.5, 61.9, bimodal), (62.5, 61.8, steady)])[2] == steady
     assert pick([(62.5, 61.8, bimodal), (62.5, 61.8, steady)])[2] == bimodal
+
+
+def test_short_cases_are_timed_from_cuda_graphs():
+    from slidesparse.kernels.autotune import GRAPH_MAX_M, graphed
+
+    assert graphed(16) and graphed(GRAPH_MAX_M) and not graphed(2 * GRAPH_MAX_M)
