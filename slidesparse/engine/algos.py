@@ -143,7 +143,7 @@ class AlgoSelector:
 
         p = parse_pattern(pattern)
         ks = lin.K if p.is_dense else k_slide(lin.K, p)
-        data, meta = lin.forms[self.kind]
+        data, meta = lin.form(self.kind)
         if self.fused:
             from slidesparse.gemm.cutlass_backends import CutlassWeight
 
@@ -220,7 +220,7 @@ class Router:
         self.kinds = tuple(kinds)
         self.selectors = {k: AlgoSelector(k, cache_dir, gpu_tag, search_ok=search_ok)
                           for k in self.kinds}  # fmt: skip
-        self.cache = SearchCache.open(cache_dir, gpu_tag)
+        self.cache = self.selectors[self.kinds[0]].cache  # one file for configs and routes
         self.device = device
         self.policy = policy
         self.routes: dict[str, dict[int, tuple[str, str | None]]] = {}

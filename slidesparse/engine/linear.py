@@ -238,7 +238,6 @@ class QuantLinear(nn.Module):
         self.kinds = tuple(forms)
         self.selector = selector
         self.name = name
-        self.forms = dict(forms)
         for i, (w, meta) in enumerate(forms.values()):  # buffers, so .to() moves every form
             self.register_buffer(f"weight_{i}", w, persistent=False)
             self.register_buffer(f"meta_{i}", meta, persistent=False)
@@ -247,19 +246,15 @@ class QuantLinear(nn.Module):
         # (M_pad, gated) -> (kind, its GEMM cfg): the route a forward at that M_pad runs.
         self.routes: dict[tuple[int, bool], tuple[str, list[int]]] = {}
 
-    def _apply(self, *args):
-        # Buffers may have moved (.to()): refresh the forms from them first.
-        super()._apply(*args)
-        self.forms = {
-            k: (getattr(self, f"weight_{i}"), getattr(self, f"meta_{i}"))
-            for i, k in enumerate(self.kinds)
-        }
-        return self
+    def form(self, kind: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(weight, 2:4 metadata or None) in GEMM ``kind``'s form."""
+        i = self.kinds.index(kind)
+        return getattr(self, f"weight_{i}"), getattr(self, f"meta_{i}")
 
     @property
     def weight(self) -> torch.Tensor:
         """The first kind's weight."""
-        return self.forms[self.kinds[0]][0]
+        return self.weight_0
 
     def quantize(self, x2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x2 [M, K] -> (q [M_pad, K_pad | K_slide], scale_a [M_pad])."""
@@ -293,7 +288,7 @@ class QuantLinear(nn.Module):
         return self._gemm(kind, cfg, q, scale_a)
 
     def _gemm(self, kind, cfg, q, scale_a):
-        w, meta = self.forms[kind]
+        w, meta = self.form(kind)
         if kind in FUSED_KINDS:
             return engine_scaled_mm(
                 q, w, meta, scale_a, self.w_scale, self.bias, self.N, kind, cfg
@@ -306,13 +301,12 @@ class QuantLinear(nn.Module):
         acc = self._gemm(kind, cfg, q, scale_a)  # [M_pad, N]
         if ev is not None:
             ev.append(_event())
+        from slidesparse.engine import fused as fk
         from slidesparse.kernels import ops as kops
 
         if kind in FUSED_KINDS:
             y = acc if acc.shape[0] == M else acc[:M]  # row slices stay contiguous
         elif gated and self.bias is None:
-            from slidesparse.engine import fused as fk
-
             # dequant and SiLU-and-mul in one pass over the accumulator
             return fk.dequant_silu_mul(acc, scale_a, self.w_scale, M)
         else:
@@ -320,8 +314,6 @@ class QuantLinear(nn.Module):
                 acc, scale_a = acc[:M], scale_a[:M]  # row slices stay contiguous
             y = kops.dequant_bias(acc, scale_a, self.w_scale, self.bias, out)
         if gated:
-            from slidesparse.engine import fused as fk
-
             return fk.silu_mul(y)
         return y
 
@@ -347,5 +339,5 @@ class QuantLinear(nn.Module):
         """Bytes of the weight a forward reads: the form of the route at the smallest M_pad
         picked so far (a decode step's), else the first kind's."""
         kind = min(self.routes.items())[1][0] if self.routes else self.kinds[0]
-        w, meta = self.forms[kind]
+        w, meta = self.form(kind)
         return sum(t.numel() * t.element_size() for t in (w, meta) if t is not None)

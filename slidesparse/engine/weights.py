@@ -350,12 +350,17 @@ def pack_linear(q: torch.Tensor, scale: torch.Tensor, plan: LinearPlan, slid=Non
     slid = slid.contiguous()  # [N, K_slide], 2:4
     out = {"w_scale": scale}
     for i, kind in enumerate(plan.kinds):
-        sfx = "" if i == 0 else f".{kind}"
+        sfx = _suffix(i, kind)
         w, meta = _sparse_form(slid, kind)
         out[f"weight{sfx}"] = w
         if meta is not None:
             out[f"meta{sfx}"] = meta
     return out
+
+
+def _suffix(i: int, kind: str) -> str:
+    # The first kind's tensors keep the plain names, so single-kind caches read as before.
+    return "" if i == 0 else f".{kind}"
 
 
 def _sparse_form(slid: torch.Tensor, kind: str) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -379,7 +384,7 @@ def forms_of(t: dict, kinds: tuple[str, ...]) -> dict:
     """kind -> (weight, meta) from :func:`pack_linear`'s tensors (dense: one shared weight)."""
     forms = {}
     for i, kind in enumerate(kinds):
-        sfx = "" if i == 0 else f".{kind}"
+        sfx = _suffix(i, kind)
         w = t.get(f"weight{sfx}", t["weight"])
         forms[kind] = (w, t.get(f"meta{sfx}"))
     return forms
