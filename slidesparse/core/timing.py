@@ -41,6 +41,15 @@ from dataclasses import dataclass
 
 TIMER_CPU = "perf_counter"
 TIMER_CUDA = "cuda_event_l2flush"
+# Each call replayed from its own CUDA graph, L2 flushed before each replay (time_pair's graph).
+TIMER_CUDA_GRAPH = "cuda_graph_event_l2flush"
+
+# Up to this M a launch is short enough (H200: below ~50 µs) that eager timings measure the
+# host's launch latency, not the GPU: two tuning runs on one H200 gave quant_only at M=64,
+# K=3584 4.3 and 39.2 µs, and the engine's router, timing eagerly, sent the decode gate_up
+# to cuBLASLt + dequant where CUTLASS was the faster in the graphed step. Cases up to here
+# are timed from CUDA graphs (as the engine's decode runs them).
+GRAPH_MAX_M = 8192
 
 # The spread of the median an adaptive measurement aims for, as a fraction of the median.
 DEFAULT_TARGET = 0.01
@@ -271,8 +280,32 @@ def _rounds(fns, device: str, n: int, clock: Clock) -> Rounds:
     return _rounds_cuda(fns, n) if device == "cuda" else _rounds_cpu(fns, n, clock)
 
 
-def _timer(device: str) -> str:
-    return TIMER_CUDA if device == "cuda" else TIMER_CPU
+def timer_name(device: str, graph: bool = False) -> str:
+    """The timer a measurement on ``device`` records (``graph``: CUDA-graph replays)."""
+    if device != "cuda":
+        return TIMER_CPU
+    return TIMER_CUDA_GRAPH if graph else TIMER_CUDA
+
+
+def _graphed(fns: Sequence[Callable[[], object]]) -> list[Callable[[], object]]:
+    """Each of ``fns`` captured into its own CUDA graph: the replays, which launch the whole
+    call at once (no host launch cost between its kernels). Warmed first on a side stream,
+    as capture needs (lazily created workspaces and handles must exist before it)."""
+    import torch
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for fn in fns:
+            fn()
+    torch.cuda.current_stream().wait_stream(side)
+    graphs = []
+    for fn in fns:
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g):
+            fn()
+        graphs.append(g)
+    return [g.replay for g in graphs]  # a bound replay keeps its graph (and pool) alive
 
 
 def _warm(fns: Sequence[Callable[[], object]], warmup: int) -> None:
@@ -299,7 +332,7 @@ def time_many(
     a configuration."""
     _warm(fns, warmup)
     rounds = _rounds(fns, device, samples, clock)
-    timer = _timer(device)
+    timer = timer_name(device)
     return [Timing(tuple(r[i] for r in rounds), timer) for i in range(len(fns))]
 
 
@@ -383,7 +416,7 @@ def time_adaptive(
         policy,
         clock,
     )
-    return Timing(tuple(r[0] for r in rounds), _timer(device), _target(policy))
+    return Timing(tuple(r[0] for r in rounds), timer_name(device), _target(policy))
 
 
 def time_pair(
@@ -394,10 +427,16 @@ def time_pair(
     *,
     warmup: int = 2,
     clock: Clock = time.perf_counter,
+    graph: bool = False,
 ) -> Pair:
     """Time ``fn_a`` and ``fn_b`` alternately (A, B, A, B, ...) until the spread of the median
-    ratio A/B, and of each side's median latency, meets ``policy``."""
+    ratio A/B, and of each side's median latency, meets ``policy``. ``graph`` (CUDA only):
+    each is captured into a CUDA graph and its replays are timed, so a short call is measured
+    by the GPU's time rather than the host's launches (see :data:`GRAPH_MAX_M`)."""
     _warm([fn_a, fn_b], warmup)
+    graph = graph and device == "cuda"
+    if graph:
+        fn_a, fn_b = _graphed([fn_a, fn_b])
 
     def spread(rounds: Rounds) -> float:
         a, b = zip(*rounds, strict=True)
@@ -407,7 +446,7 @@ def time_pair(
     rounds = sample_adaptive(
         lambda n: _rounds([fn_a, fn_b], device, n, clock), spread, policy, clock
     )
-    timer = _timer(device)
+    timer = timer_name(device, graph)
     return Pair(
         Timing(tuple(r[0] for r in rounds), timer, _target(policy)),
         Timing(tuple(r[1] for r in rounds), timer, _target(policy)),

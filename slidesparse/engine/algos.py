@@ -238,7 +238,8 @@ class Router:
         kind, key = self.kinds[0], None
         if len(self.kinds) > 1:
             key = route_key(self.kinds, lin, q.shape[0], gated)
-            kind = self.choose(key, {k: (lambda k=k: run(k, cfgs[k])) for k in self.kinds})
+            calls = {k: (lambda k=k: run(k, cfgs[k])) for k in self.kinds}
+            kind = self.choose(key, calls, graph=q.shape[0] <= timing.GRAPH_MAX_M)
         short = lin.name.split(".", 2)[-1] if lin.name.startswith("layers.") else lin.name
         self.routes.setdefault(short, {})[q.shape[0]] = (kind, key)
         return kind, cfgs[kind]
@@ -257,14 +258,18 @@ class Router:
                 out.setdefault(name, {})[str(M)] = rec
         return out
 
-    def choose(self, key: str, calls: dict) -> str:
-        """The faster of two calls (kind -> callable), decided once per key."""
+    def choose(self, key: str, calls: dict, graph: bool = False) -> str:
+        """The faster of two calls (kind -> callable), decided once per key. ``graph``: time
+        CUDA-graph replays (a short call, whose eager time is the host's launches). A cached
+        decision is reused only if it was timed the same way and chose a kind still offered."""
+        graph = graph and self.device == "cuda"
+        timer = timing.timer_name(self.device, graph)
         got = self.decisions.get(key) or self.cache.get(key)
-        if got is not None and got.get("kind") in calls:
+        if got is not None and got.get("kind") in calls and got.get("timer") == timer:
             self.decisions[key] = got
             return got["kind"]
         (ka, fa), (kb, fb) = calls.items()
-        pair = timing.time_pair(fa, fb, self.device, self.policy)
+        pair = timing.time_pair(fa, fb, self.device, self.policy, graph=graph)
         lo, hi = pair.ratio_ci
         # ratio = time(a) / time(b): above 1, b is faster.
         won = kb if pair.ratio > 1.0 else ka

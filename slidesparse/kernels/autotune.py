@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 
 from slidesparse.core import sparsity
 from slidesparse.core.errors import UserError
+from slidesparse.core.timing import GRAPH_MAX_M
 from slidesparse.kernels import tuning
 from slidesparse.kernels.bench import (
     TIMER,
@@ -98,15 +99,8 @@ def precompile(cases: list[Case], jobs: int | None = None) -> list[str]:
 RANKED_BY = "p90"
 
 
-# Up to this M a launch is short enough (H200: below ~50 µs) that eager timings measure the
-# host's launch latency, not the config: two tuning runs on one H200 gave quant_only at
-# M=64, K=3584 4.3 and 39.2 µs. These buckets are timed from CUDA graphs instead (as the
-# engine's decode runs them), where only the GPU's time counts.
-GRAPH_MAX_M = 8192
-
-
 def graphed(M: int) -> bool:
-    """Whether a case at ``M`` rows is timed from a CUDA graph (see GRAPH_MAX_M)."""
+    """Whether a case at ``M`` rows is timed from a CUDA graph (see timing.GRAPH_MAX_M)."""
     return M <= GRAPH_MAX_M
 
 

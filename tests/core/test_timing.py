@@ -208,3 +208,24 @@ def test_fixed_policy_takes_exactly_its_count_and_claims_no_target():
     assert len(pair.ratios) == 5 and pair.met is None
     with pytest.raises(ValueError, match="samples"):
         timing.Fixed(0)
+
+
+def test_graph_timing_is_a_cuda_option_only():
+    pair = timing.time_pair(lambda: None, lambda: None, "cpu", timing.Fixed(3), graph=True)
+    assert pair.a.timer == pair.b.timer == timing.TIMER_CPU == timing.timer_name("cpu", True)
+
+
+@pytest.mark.gpu
+def test_graph_timing_replays_each_call_from_its_own_graph():
+    """Every sample is a replay of the captured call: its work happens once per sample (plus
+    the warm-up and capture-warming calls run eagerly), and the rows say how it was timed."""
+    import torch
+
+    a = torch.zeros(1024, device="cuda")
+    b = torch.zeros(1024, device="cuda")
+    pair = timing.time_pair(lambda: a.add_(1), lambda: b.add_(2), "cuda", timing.Fixed(7),
+                            warmup=2, graph=True)  # fmt: skip
+    assert pair.a.timer == pair.b.timer == timing.TIMER_CUDA_GRAPH
+    assert len(pair.ratios) == 7
+    # 2 warm-up calls, 1 on the capture's side stream, 7 replays (capture itself runs nothing)
+    assert a[0].item() == 10 and b[0].item() == 20

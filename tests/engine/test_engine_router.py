@@ -52,6 +52,16 @@ def test_router_decision_is_reused_from_the_tag_cache(tmp_path):
     assert _router(tmp_path).choose(key, {"a": _fast, "c": _slow}) == "a"
 
 
+def test_router_redecides_a_decision_timed_another_way(tmp_path):
+    """A decision taken from eager timings (launch-bound at small M) is not reused once the
+    router times that case another way: it is timed again."""
+    key = "route|a+b|int8|dense|N8|K8|M16"
+    r = _router(tmp_path)
+    r.cache.put(key, {"kind": "a", "timer": timing.TIMER_CUDA_GRAPH, "ratio": 0.5, "tie": False})
+    assert r.choose(key, {"a": _slow, "b": _fast}) == "b"
+    assert r.decisions[key]["timer"] == timing.TIMER_CPU
+
+
 @CPU_ONLY
 def test_quant_linear_routes_per_padded_m_and_records_them(tmp_path):
     """A QuantLinear with two forms runs the kind the router picked at each M_pad, gives the

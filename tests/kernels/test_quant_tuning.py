@@ -245,6 +245,7 @@ def test_tuner_ranks_configs_by_their_slow_tail():
 
 
 def test_short_cases_are_timed_from_cuda_graphs():
-    from slidesparse.kernels.autotune import GRAPH_MAX_M, graphed
+    from slidesparse.core.timing import GRAPH_MAX_M
+    from slidesparse.kernels.autotune import graphed
 
     assert graphed(16) and graphed(GRAPH_MAX_M) and not graphed(2 * GRAPH_MAX_M)
