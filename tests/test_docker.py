@@ -357,9 +357,17 @@ def test_kernels_built_for_the_arch_list(arch, stages):
         if args[:1] == ["build-kernels"]
     ]
     assert calls, f"Dockerfile.{arch}: the build stage never runs `slidesparse build-kernels`"
+    from slidesparse.native import cutlass
+
     for args in calls:
         assert "--arch-list" in args
         assert set(args[args.index("--arch-list") + 1].split()) == EXPECTED_ARCH_LIST[arch]
+        # Every GPU of the arch list that a CUTLASS target serves gets its library baked.
+        assert "--cutlass-arch" in args, f"Dockerfile.{arch}: name the CUTLASS targets"
+        baked = {a.name for a in cutlass.parse_archs(args[args.index("--cutlass-arch") + 1])}
+        ccs = {tuple(int(p) for p in v.split(".")) for v in EXPECTED_ARCH_LIST[arch]}
+        served = {cutlass.arch_for(cc).name for cc in ccs if cutlass.arch_for(cc)}
+        assert baked == served, (baked, served)
     # The runtime stage gets the prebuilt extension from the build stage, at the same path.
     kernel_dir = build.env().get("SLIDESPARSE_EXT_CACHE")
     assert kernel_dir, "the build stage must say where build-kernels puts the extension"

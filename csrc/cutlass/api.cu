@@ -9,10 +9,18 @@
 
 namespace ss_cutlass {
 
+// The families this arch's library holds: the build defines SS_INT8=0 where CUTLASS's builders
+// take no INT8 (sm120a / sm121a), and those families then list no configuration.
+#ifndef SS_INT8
+#define SS_INT8 1
+#endif
+
 Family dense_fp8();
-Family dense_int8();
 Family sparse_fp8();
+#if SS_INT8
+Family dense_int8();
 Family sparse_int8();
+#endif
 
 int sm_count() {
   // One query per device: cudaDeviceGetAttribute is cheap but runs on every eager call.
@@ -27,9 +35,11 @@ int sm_count() {
 Family family(int id) {
   switch (id) {
     case kDenseFp8: return dense_fp8();
-    case kDenseInt8: return dense_int8();
     case kSparseFp8: return sparse_fp8();
+#if SS_INT8
+    case kDenseInt8: return dense_int8();
     case kSparseInt8: return sparse_int8();
+#endif
     default: return {nullptr, 0, nullptr, nullptr, nullptr};
   }
 }

@@ -1,4 +1,4 @@
-// W8A8 GEMMs on CUTLASS 3.x (sm90a) with the scales fused into the epilogue.
+// W8A8 GEMMs on CUTLASS 3.x/4.x with the scales fused into the epilogue.
 //
 //   Y[M, N] (bf16) = (X[M, K] · W[N, K]ᵀ) * scale_x[M] (per token) * scale_w[N] (per channel)
 //                    + bias[N] (bf16, optional)
@@ -8,6 +8,11 @@
 // the weight is A (GEMM-M = N), the activation is B (GEMM-N = M), and D is written
 // column-major, which is Y row-major. Dense configurations may run either way round: the
 // swapped form puts the token count on the narrow tile side, where small M wastes less.
+//
+// One GEMM template serves every target; an arch policy (Sm90, Sm100, Sm120 below) supplies
+// what differs: the builders' arch tag, the kernel and epilogue schedules, the per-CTA tile
+// the epilogue's broadcast nodes see, and the sparse A alignment. Every target reuses CUTLASS's
+// Sm90 epilogue visitor nodes (the Sm100 / Sm120 fusion callbacks alias them).
 #pragma once
 
 #include <cuda_runtime.h>
@@ -39,32 +44,88 @@ enum Code : int {
   kWorkspace = 2,        // the caller's workspace is smaller than the kernel needs
   kLaunch = 3,           // initialize / run failed
   kBadConfig = 4,        // no such family or configuration
-  kNoArch = 5,           // the library was built without sm90a device code
+  kNoArch = 5,           // the library was built without this GPU's device code
 };
 
-enum class Sched { Pingpong, Cooperative };
+// Kernel schedules. Sm90 / Sm120: Pingpong (two consumer warpgroups alternating tiles) or
+// Cooperative (both on one tile). Sm100: the tcgen05 MMA on one SM or on a pair (2-SM).
+enum class Sched { Pingpong, Cooperative, OneSm, TwoSm };
 
-// Operand traits: FP8 accumulates in fp32 with CUTLASS's fast-accumulation schedules (no
-// periodic promotion, as vLLM's W8A8 path), INT8 in int32.
 template <class E>
-struct Operand;
+using AccOf = std::conditional_t<std::is_same_v<E, int8_t>, int32_t, float>;
 
-template <>
-struct Operand<cutlass::float_e4m3_t> {
-  using Acc = float;
-  template <Sched S>
-  using Kernel = std::conditional_t<S == Sched::Pingpong,
-                                    cutlass::gemm::KernelTmaWarpSpecializedPingpongFP8FastAccum,
-                                    cutlass::gemm::KernelTmaWarpSpecializedCooperativeFP8FastAccum>;
+// Hopper: warpgroup MMA. FP8 accumulates in fp32 with CUTLASS's fast-accumulation schedules
+// (no periodic promotion, as vLLM's W8A8 path), INT8 in int32.
+struct Sm90 {
+  using Tag = cutlass::arch::Sm90;
+  template <class E, bool Sparse, Sched S, int TM>
+  struct Policy {
+    static_assert(S == Sched::Pingpong || S == Sched::Cooperative, "sm90: pingpong or cooperative");
+    static constexpr bool kFp8 = !std::is_same_v<E, int8_t>;
+    static constexpr bool kPP = S == Sched::Pingpong;
+    using Kernel = std::conditional_t<
+        kFp8,
+        std::conditional_t<kPP, cutlass::gemm::KernelTmaWarpSpecializedPingpongFP8FastAccum,
+                           cutlass::gemm::KernelTmaWarpSpecializedCooperativeFP8FastAccum>,
+        std::conditional_t<kPP, cutlass::gemm::KernelTmaWarpSpecializedPingpong,
+                           cutlass::gemm::KernelTmaWarpSpecializedCooperative>>;
+    using Epi = std::conditional_t<kPP, cutlass::epilogue::TmaWarpSpecialized,
+                                   cutlass::epilogue::TmaWarpSpecializedCooperative>;
+    using EpiTile = cutlass::epilogue::collective::EpilogueTileAuto;
+    static constexpr int kCtaM = TM;
+    static constexpr int kAlignAFactor = 1;
+  };
 };
 
-template <>
-struct Operand<int8_t> {
-  using Acc = int32_t;
-  template <Sched S>
-  using Kernel = std::conditional_t<S == Sched::Pingpong,
-                                    cutlass::gemm::KernelTmaWarpSpecializedPingpong,
-                                    cutlass::gemm::KernelTmaWarpSpecializedCooperative>;
+// Blackwell datacenter (B200 / GB200): tcgen05 MMA from tensor memory, 1-SM or 2-SM (the
+// tile's M spans the CTA pair, so the epilogue's nodes see TM / 2). FP8 accumulates in fp32
+// in TMEM (no fast-accumulation variant). The sparse builders count A's alignment in
+// logical elements: a K-major sparse A needs twice the dense alignment.
+struct Sm100 {
+  using Tag = cutlass::arch::Sm100;
+  template <class E, bool Sparse, Sched S, int TM>
+  struct Policy {
+    static_assert(S == Sched::OneSm || S == Sched::TwoSm, "sm100: 1-SM or 2-SM");
+    static constexpr bool k2 = S == Sched::TwoSm;
+    using Kernel = std::conditional_t<
+        Sparse,
+        std::conditional_t<k2, cutlass::gemm::KernelSparseTmaWarpSpecialized2SmSm100,
+                           cutlass::gemm::KernelSparseTmaWarpSpecialized1SmSm100>,
+        std::conditional_t<k2, cutlass::gemm::KernelTmaWarpSpecialized2SmSm100,
+                           cutlass::gemm::KernelTmaWarpSpecialized1SmSm100>>;
+    using Epi = std::conditional_t<k2, cutlass::epilogue::TmaWarpSpecialized2Sm,
+                                   cutlass::epilogue::TmaWarpSpecialized1Sm>;
+    using EpiTile = cutlass::epilogue::collective::EpilogueTileAuto;
+    static constexpr int kCtaM = k2 ? TM / 2 : TM;
+    static constexpr int kAlignAFactor = Sparse ? 2 : 1;
+  };
+};
+
+// Blackwell GeForce / workstation (RTX 50, RTX PRO 6000; GB10 as sm121a): CUTLASS 4.2's Sm120
+// builders take F8F6F4 operands only (no INT8), clusters of 1x1x1, and a cooperative-only
+// sparse mainloop. Its sparse epilogue builder reads the fusion's SFVecSize when the tile is
+// Auto, which a custom EVT lacks: the tile Auto would pick (64 x 32 for a 16-bit D) is given.
+struct Sm120 {
+  using Tag = cutlass::arch::Sm120;
+  template <class E, bool Sparse, Sched S, int TM>
+  struct Policy {
+    static_assert(!std::is_same_v<E, int8_t>, "sm120: the builders take FP8 (F8F6F4) only");
+    static_assert(S == Sched::Pingpong || S == Sched::Cooperative, "sm120: pingpong or cooperative");
+    static_assert(!Sparse || S == Sched::Cooperative, "sm120: the sparse mainloop is cooperative");
+    static constexpr bool kPP = S == Sched::Pingpong;
+    using Kernel = std::conditional_t<
+        Sparse, cutlass::gemm::KernelScheduleSparseF8f6f4Sm120,
+        std::conditional_t<kPP, cutlass::gemm::KernelTmaWarpSpecializedPingpong,
+                           cutlass::gemm::KernelTmaWarpSpecializedCooperative>>;
+    using Epi = std::conditional_t<
+        Sparse, cutlass::epilogue::SparseTmaWarpSpecializedCooperativeSm120,
+        std::conditional_t<kPP, cutlass::epilogue::TmaWarpSpecialized,
+                           cutlass::epilogue::TmaWarpSpecializedCooperative>>;
+    using EpiTile = std::conditional_t<Sparse, Shape<_64, _32>,
+                                       cutlass::epilogue::collective::EpilogueTileAuto>;
+    static constexpr int kCtaM = TM;
+    static constexpr int kAlignAFactor = Sparse ? 2 : 1;
+  };
 };
 
 // Everything one call needs; pointers are device pointers, shapes are Y's (M tokens, N
@@ -87,28 +148,32 @@ struct Problem {
 
 int sm_count();
 
-template <class E, bool Sparse, bool Swap, int TM, int TN, int TK, int CM, int CN, Sched S>
+// Tile TM x TN x TK is the MMA tile (on a 2-SM schedule TM spans the CTA pair), cluster
+// CM x CN, schedule S of the arch policy.
+template <class Arch, class E, bool Sparse, bool Swap, int TM, int TN, int TK, int CM, int CN,
+          Sched S>
 struct ScaledGemm {
   static_assert(!Sparse || Swap, "the sparse operand is the weight: sparse GEMMs run swapped");
+  using ArchTag = typename Arch::Tag;
+  using P = typename Arch::template Policy<E, Sparse, S, TM>;
   using Tile = Shape<Int<TM>, Int<TN>, Int<TK>>;
+  using CtaTile = Shape<Int<P::kCtaM>, Int<TN>, Int<TK>>;
   using Cluster = Shape<Int<CM>, Int<CN>, _1>;
-  using Acc = typename Operand<E>::Acc;
+  using Acc = AccOf<E>;
   using Out = cutlass::bfloat16_t;
   using OpClass = std::conditional_t<Sparse, cutlass::arch::OpClassSparseTensorOp,
                                      cutlass::arch::OpClassTensorOp>;
-  using EpiSchedule = std::conditional_t<S == Sched::Pingpong,
-                                         cutlass::epilogue::TmaWarpSpecialized,
-                                         cutlass::epilogue::TmaWarpSpecializedCooperative>;
   // D is Y either way: row-major [M, N], or column-major [N, M] when swapped.
   using LayoutD = std::conditional_t<Swap, cutlass::layout::ColumnMajor, cutlass::layout::RowMajor>;
   static constexpr int kAlignD = 128 / cutlass::sizeof_bits<Out>::value;
   static constexpr int kAlignAB = 128 / cutlass::sizeof_bits<E>::value;
 
-  // A vector along GEMM-M is a column broadcast, one along GEMM-N a row broadcast.
+  // A vector along GEMM-M is a column broadcast, one along GEMM-N a row broadcast; both are
+  // sized by the tile one CTA writes.
   template <class T>
-  using AlongM = cutlass::epilogue::fusion::Sm90ColBroadcast<0, Tile, T, float, Stride<_1, _0, _0>>;
+  using AlongM = cutlass::epilogue::fusion::Sm90ColBroadcast<0, CtaTile, T, float, Stride<_1, _0, _0>>;
   template <class T>
-  using AlongN = cutlass::epilogue::fusion::Sm90RowBroadcast<0, Tile, T, float, Stride<_0, _1, _0>>;
+  using AlongN = cutlass::epilogue::fusion::Sm90RowBroadcast<0, CtaTile, T, float, Stride<_0, _1, _0>>;
   using TokenScale = std::conditional_t<Swap, AlongN<float>, AlongM<float>>;
   using ChannelScale = std::conditional_t<Swap, AlongM<float>, AlongN<float>>;
   using Bias = std::conditional_t<Swap, AlongM<Out>, AlongN<Out>>;
@@ -123,15 +188,15 @@ struct ScaledGemm {
   using Fusion = cutlass::epilogue::fusion::Sm90EVT<Compute<cutlass::plus, Out>, Scaled, Bias>;
 
   using Epilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
-      cutlass::arch::Sm90, OpClass, Tile, Cluster, cutlass::epilogue::collective::EpilogueTileAuto,
-      Acc, float, void, LayoutD, kAlignD, Out, LayoutD, kAlignD, EpiSchedule, Fusion>::CollectiveOp;
+      ArchTag, OpClass, Tile, Cluster, typename P::EpiTile, Acc, float, void, LayoutD, kAlignD,
+      Out, LayoutD, kAlignD, typename P::Epi, Fusion>::CollectiveOp;
 
   using Mainloop = typename cutlass::gemm::collective::CollectiveBuilder<
-      cutlass::arch::Sm90, OpClass, E, cutlass::layout::RowMajor, kAlignAB, E,
+      ArchTag, OpClass, E, cutlass::layout::RowMajor, kAlignAB * P::kAlignAFactor, E,
       cutlass::layout::ColumnMajor, kAlignAB, Acc, Tile, Cluster,
       cutlass::gemm::collective::StageCountAutoCarveout<
           static_cast<int>(sizeof(typename Epilogue::SharedStorage))>,
-      typename Operand<E>::template Kernel<S>>::CollectiveOp;
+      typename P::Kernel>::CollectiveOp;
 
   using Kernel = cutlass::gemm::kernel::GemmUniversal<Shape<int, int, int, int>, Mainloop, Epilogue>;
   using Gemm = cutlass::gemm::device::GemmUniversalAdapter<Kernel>;
@@ -177,10 +242,17 @@ struct ScaledGemm {
     using EA = typename Gemm::ElementA;
     using EB = typename Gemm::ElementB;
     if constexpr (Sparse) {
+      // By member, not by position: the Sm1xx sparse mainloops' arguments have more fields.
       using Config = typename Mainloop::SparseConfig;
       using EE = typename Mainloop::ElementE;
-      return {static_cast<const EA*>(a), Config::fill_layoutA(problem), static_cast<const EB*>(b),
-              stride_b, static_cast<const EE*>(meta), Config::fill_layoutE(problem)};
+      typename Mainloop::Arguments m{};
+      m.ptr_A = static_cast<const EA*>(a);
+      m.layout_a = Config::fill_layoutA(problem);
+      m.ptr_B = static_cast<const EB*>(b);
+      m.dB = stride_b;
+      m.ptr_E = static_cast<const EE*>(meta);
+      m.layout_e = Config::fill_layoutE(problem);
+      return m;
     } else {
       auto stride_a = cutlass::make_cute_packed_stride(
           typename Kernel::StrideA{}, make_shape(get<0>(problem), get<2>(problem), 1));
@@ -214,8 +286,9 @@ constexpr Entry entry(const char* name) {
 }
 
 // The 2:4 compressor for one operand type: the weight [N, K] row-major into CUTLASS's
-// compressed A and metadata E. Its layout depends only on the element types and the tile's K
-// (min(TK, 128)), which every sparse configuration of a family shares (checked below).
+// compressed A and metadata E. Its layout depends on the arch (Sm90's metadata atoms differ
+// from Sm1xx's) and, on sm90, the tile's K (min(TK, 128)), which every sparse configuration
+// of a family shares (checked in the configuration files).
 template <class G>
 struct Compressor {
   using Mainloop = typename G::Mainloop;
@@ -226,7 +299,7 @@ struct Compressor {
   using Utility = cutlass::transform::kernel::StructuredSparseCompressorUtility<
       Shape4, EA, cutlass::layout::RowMajor, Config>;
   using Kernel = cutlass::transform::kernel::StructuredSparseCompressor<
-      Shape4, EA, cutlass::layout::RowMajor, Config, cutlass::arch::Sm90>;
+      Shape4, EA, cutlass::layout::RowMajor, Config, typename G::ArchTag>;
   using Op = cutlass::transform::device::TransformUniversalAdapter<Kernel>;
 
   static Utility utility(int N, int K) {

@@ -287,25 +287,22 @@ def timer_name(device: str, graph: bool = False) -> str:
     return TIMER_CUDA_GRAPH if graph else TIMER_CUDA
 
 
-def _graphed(fns: Sequence[Callable[[], object]]) -> list[Callable[[], object]]:
-    """Each of ``fns`` captured into its own CUDA graph: the replays, which launch the whole
-    call at once (no host launch cost between its kernels). Warmed first on a side stream,
-    as capture needs (lazily created workspaces and handles must exist before it)."""
+def graphed(fn: Callable[[], object]) -> Callable[[], None]:
+    """``fn`` captured into a CUDA graph: its replay, which launches the whole call at once (no
+    host launch cost between its kernels). Warmed first on a side stream, as capture needs
+    (lazily created workspaces and handles must exist before it). The replay keeps the graph,
+    and with it the graph's memory pool, alive."""
     import torch
 
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):
-        for fn in fns:
-            fn()
+        fn()
     torch.cuda.current_stream().wait_stream(side)
-    graphs = []
-    for fn in fns:
-        g = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(g):
-            fn()
-        graphs.append(g)
-    return [g.replay for g in graphs]  # a bound replay keeps its graph (and pool) alive
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        fn()
+    return g.replay
 
 
 def _warm(fns: Sequence[Callable[[], object]], warmup: int) -> None:
@@ -436,7 +433,7 @@ def time_pair(
     _warm([fn_a, fn_b], warmup)
     graph = graph and device == "cuda"
     if graph:
-        fn_a, fn_b = _graphed([fn_a, fn_b])
+        fn_a, fn_b = graphed(fn_a), graphed(fn_b)
 
     def spread(rounds: Rounds) -> float:
         a, b = zip(*rounds, strict=True)

@@ -295,11 +295,11 @@ def extension_error() -> str | None:
     return ops.load_error()
 
 
-def cutlass_error() -> str | None:
-    """Why the CUTLASS GEMMs cannot run on this GPU (None when they can)."""
+def cutlass_error(dtype: str) -> str | None:
+    """Why the CUTLASS GEMMs of operand ``dtype`` cannot run on this GPU (None when they can)."""
     from slidesparse.native import cutlass
 
-    reason = cutlass.unsupported_reason(tuple(torch.cuda.get_device_capability()))
+    reason = cutlass.unsupported_reason(tuple(torch.cuda.get_device_capability()), dtype)
     return reason or cutlass.load_error()
 
 

@@ -162,19 +162,12 @@ def _gated_call(m, x):
 def time_graph(calls: list[Callable[[], object]], policy: timing.Adaptive) -> float:
     """Median seconds of one replay of a CUDA graph of ``calls`` (warmed up eagerly first),
     each sample one replay with the L2 flushed before it."""
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
+
+    def run_all():
         for f in calls:
             f()
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for f in calls:
-            f()
-    t = time_call(graph.replay, "cuda", policy, 2)["median_s"]
-    del graph
-    return t
+
+    return time_call(timing.graphed(run_all), "cuda", policy, 2)["median_s"]
 
 
 def in_step_split(fn: Callable[[], object], repeats: int) -> dict:

@@ -163,7 +163,7 @@ def build_engine(
 
         err = cerr = None
         if device == "cuda":
-            cerr = algos.cutlass_error() if gemm != "csrc" else None
+            cerr = algos.cutlass_error(dtype) if gemm != "csrc" else None
             # The csrc extension is built only where its GEMMs may run.
             err = algos.extension_error() if gemm != "cutlass" else None
         kinds = algos.gemm_kinds(device, pattern is not None, err, gemm=gemm, cutlass_error=cerr)

@@ -89,10 +89,15 @@ class _Cutlass(GemmBackend):
         return lambda: cutlass.scaled_mm(fam, cfg, x, w.values, w.meta, sx, w.scale, None, N, sw, r)
 
     def describe(self, weight: PreparedWeight, config: dict) -> dict:
-        accum = ",accum=fast" if weight.dtype == "fp8" else ""
+        from slidesparse.native import cutlass
+
+        # Hopper's FP8 schedules skip periodic promotion; Blackwell accumulates in TMEM fp32.
+        arch = cutlass.target()
+        accum = ",accum=fast" if weight.dtype == "fp8" and arch and arch.name == "90a" else ""
         return {
             "kernel": (
-                f"cutlass_sm90[{config.get('name')},swizzle={config.get('swizzle', 1)},"
+                f"cutlass_sm{arch.name if arch else '?'}[{config.get('name')},"
+                f"swizzle={config.get('swizzle', 1)},"
                 f"raster={_RASTER[int(config.get('raster', 0))]},"
                 f"epilogue=scale_tok*scale_ch{accum}]"
             ),
@@ -106,7 +111,8 @@ class _Cutlass(GemmBackend):
         return CutlassInput.unit(x.to(torch_dtype(dtype)).contiguous())
 
 
-# What both backends need: sm90a (cc 9.0 exactly), the CUTLASS library, W8A8 operands.
+# What both backends need: a GPU of one of the library's targets (cc 9.0, 10.0, 12.0, 12.1:
+# the library's own check names the rest, and INT8 on sm120 / sm121), the library, W8A8.
 _NEEDS = {"dtypes": ("int8", "fp8"), "min_cc": MIN_CC, "max_cc": MAX_CC, "needs_cutlass": True}
 
 

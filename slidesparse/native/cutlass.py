@@ -1,6 +1,6 @@
 """The CUTLASS library: W8A8 GEMMs with the scales fused into the epilogue (csrc/cutlass).
 
-``libslidesparse_cutlass.so`` holds dense and 2:4 sparse FP8 / INT8 GEMMs for sm90a that write
+``libslidesparse_cutlass.so`` holds dense and 2:4 sparse FP8 / INT8 GEMMs that write
 ``Y[M, N] = bf16(X·Wᵀ · scale_x[M] · scale_w[N] + bias[N])``, each in several tile / cluster /
 schedule configurations, and CUTLASS's 2:4 compressor. It is built by nvcc from the sources in
 ``csrc/cutlass`` against the CUTLASS headers of the ``nvidia-cutlass`` wheel, like the csrc
@@ -8,14 +8,16 @@ extension: on first use into a cache directory keyed by the target arch and the 
 hash, or ahead of time by ``slidesparse build-kernels`` (the Docker images do). Loading a
 built copy needs neither nvcc nor the headers.
 
+One library per target (:data:`ARCHS`), because CUTLASS's kernels use arch-specific features
+(the ``a`` targets) that run on exactly one compute capability: sm90a (H100 / H200 / GH200),
+sm100a (B200 / GB200), sm120a (RTX 50, RTX PRO 6000) and sm121a (GB10, DGX Spark, from the
+sm120 sources). CUTLASS 4.2's Sm120 builders take FP8 operands only, so those two libraries
+have no INT8 families. The loader picks the library of the GPU it runs on.
+
 The library exports a plain C API (``csrc/cutlass/api.cu``) loaded with ctypes, so it does not
 depend on torch's C++ ABI: a build made on a machine without a GPU (CI, a Docker build) runs
 on any torch of the same CUDA major version. Calls go on torch's current stream, so they are
 captured by CUDA graphs like any kernel.
-
-Only sm90 (Hopper) is compiled: the kernels use sm90 warpgroup MMA and TMA. Blackwell (sm100 /
-sm120) needs CUTLASS's other collective builders; until they are added the backends report
-those GPUs as unsupported.
 """
 
 from __future__ import annotations
@@ -37,10 +39,7 @@ from slidesparse.core.errors import UserError
 
 LIB_NAME = "libslidesparse_cutlass.so"
 SUBDIR = "cutlass"
-# One translation unit per family, so a parallel build uses every core.
-SOURCES = ("api.cu", "dense_fp8.cu", "dense_int8.cu", "sparse_fp8.cu", "sparse_int8.cu")
-HEADERS = ("scaled_gemm.cuh", "dense_configs.inc", "sparse_configs.inc")
-ARCHS = ("90a",)
+COMMON = ("api.cu", "scaled_gemm.cuh")
 ENV_CUTLASS = "SLIDESPARSE_CUTLASS_DIR"
 API_VERSION = 2
 # Family ids of csrc/cutlass/scaled_gemm.cuh.
@@ -51,13 +50,74 @@ STATUS = {
     2: "workspace too small",
     3: "kernel launch failed",
     4: "no such configuration",
-    5: "library built without sm90a code",
+    5: "library built without this GPU's device code",
 }
 # Tile-scheduler orders the search tries with every configuration: (max swizzle, raster).
 # Raster 1 walks GEMM-M first, 2 GEMM-N first (0 would be CUTLASS's own heuristic).
 SCHEDULES = ((1, 1), (1, 2), (4, 1), (4, 2), (8, 1), (8, 2))
-MIN_CC = (9, 0)
-MAX_CC = (9, 0)  # sm90a code runs on compute capability 9.0 only
+
+
+@dataclass(frozen=True)
+class Arch:
+    """One build target: nvcc's arch ``name``, the sources' ``prefix``, the one compute
+    capability its arch-specific code runs on, whether CUTLASS builds INT8 GEMMs for it, and
+    the oldest CUDA toolkit that compiles it."""
+
+    name: str
+    prefix: str
+    cc: tuple[int, int]
+    int8: bool
+    min_cuda: tuple[int, int]
+
+    @property
+    def dtypes(self) -> tuple[str, ...]:
+        return ("fp8", "int8") if self.int8 else ("fp8",)
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        """Translation units: the C API, then one per family (compiled in parallel)."""
+        fams = (f"{self.prefix}_{k}_{d}.cu" for k in ("dense", "sparse") for d in self.dtypes)
+        return ("api.cu", *fams)
+
+    @property
+    def headers(self) -> tuple[str, ...]:
+        return ("scaled_gemm.cuh", f"{self.prefix}_dense.inc", f"{self.prefix}_sparse.inc")
+
+    def defines(self) -> list[str]:
+        return [] if self.int8 else ["-DSS_INT8=0"]
+
+
+ARCHS = {
+    a.name: a
+    for a in (
+        Arch("90a", "sm90", (9, 0), True, (12, 0)),
+        Arch("100a", "sm100", (10, 0), True, (12, 8)),
+        Arch("120a", "sm120", (12, 0), False, (12, 8)),
+        Arch("121a", "sm120", (12, 1), False, (12, 9)),
+    )
+}
+# Every file under csrc/cutlass, each arch's and the shared ones.
+SOURCES = tuple(dict.fromkeys(s for a in ARCHS.values() for s in a.sources))
+HEADERS = tuple(dict.fromkeys(h for a in ARCHS.values() for h in a.headers))
+MIN_CC = min(a.cc for a in ARCHS.values())
+MAX_CC = max(a.cc for a in ARCHS.values())
+
+
+def arch_for(cc: tuple[int, int] | None) -> Arch | None:
+    """The target whose code runs on compute capability ``cc`` (None: none does)."""
+    return next((a for a in ARCHS.values() if cc is not None and a.cc == tuple(cc)), None)
+
+
+def parse_archs(text: str | None) -> list[Arch]:
+    """``90a,100a`` -> those targets; ``all`` every one; UserError naming the valid ones."""
+    if text is None or text.strip() == "all":
+        return list(ARCHS.values())
+    names = [t.strip().removeprefix("sm").removeprefix("_") for t in text.split(",") if t.strip()]
+    bad = [n for n in names if n not in ARCHS]
+    if bad or not names:
+        raise UserError(f"unknown CUTLASS arch {', '.join(bad) or repr(text)}; "
+                        f"valid: {', '.join(ARCHS)} or all")  # fmt: skip
+    return [ARCHS[n] for n in dict.fromkeys(names)]
 
 
 def source_dir() -> Path:
@@ -67,11 +127,11 @@ def source_dir() -> Path:
     return extension.source_dir() / SUBDIR
 
 
-def sources_hash() -> str:
-    """A short hash of every CUTLASS source and header: part of the build directory's name."""
+def sources_hash(arch: Arch) -> str:
+    """A short hash of one target's sources and headers: part of its build directory's name."""
     from slidesparse.native import extension
 
-    return extension.files_hash(source_dir(), (*SOURCES, *HEADERS))
+    return extension.files_hash(source_dir(), (*arch.sources, *arch.headers))
 
 
 def include_dirs(override: str | None = None) -> list[Path]:
@@ -115,12 +175,12 @@ def nvcc_version(nvcc: Path) -> str:
     return m.group(1)
 
 
-def default_build_dir() -> Path:
-    """Where the library of these sources lives: unique to the target archs and the sources
-    (the CUDA runtime is linked in statically, so no torch or toolkit version is part of it)."""
+def default_build_dir(arch: Arch) -> Path:
+    """Where the library of one target lives: unique to the arch and its sources (the CUDA
+    runtime is linked in statically, so no torch or toolkit version is part of it)."""
     from slidesparse.native import extension
 
-    return extension.cache_root() / f"cutlass_sm{'_'.join(ARCHS)}_{sources_hash()}"
+    return extension.cache_root() / f"cutlass_sm{arch.name}_{sources_hash(arch)}"
 
 
 @dataclass(frozen=True)
@@ -130,26 +190,30 @@ class BuildConfig:
     nvcc: Path
     cuda_version: str
     include_dirs: tuple[Path, ...]
-    archs: tuple[str, ...]
+    arch: Arch
     build_dir: Path
 
     @classmethod
-    def detect(cls, *, build_dir: Path | None = None) -> BuildConfig:
-        """The configuration for building on this machine (environment overrides applied)."""
+    def detect(cls, arch: Arch, *, build_dir: Path | None = None) -> BuildConfig:
+        """The configuration for building ``arch`` on this machine (environment overrides
+        applied); UserError where the toolkit is too old for it."""
         nvcc = find_nvcc()
         version = nvcc_version(nvcc)
-        if int(version.split(".")[0]) < 12:
-            raise UserError(f"CUTLASS sm90a kernels need CUDA 12 or newer; nvcc is {version}")
+        if tuple(int(p) for p in version.split(".")[:2]) < arch.min_cuda:
+            need = ".".join(map(str, arch.min_cuda))
+            raise UserError(f"CUTLASS sm{arch.name} kernels need CUDA {need} or newer; "
+                            f"nvcc is {version}")  # fmt: skip
         dirs = tuple(include_dirs())
-        return cls(nvcc, version, dirs, ARCHS, Path(build_dir or default_build_dir()))
+        return cls(nvcc, version, dirs, arch, Path(build_dir or default_build_dir(arch)))
 
     def compile_command(self, source: Path, obj: Path) -> list[str]:
         """The nvcc command line of one translation unit."""
-        gencode = [f"-gencode=arch=compute_{a},code=sm_{a}" for a in self.archs]
+        a = self.arch.name
         incs = [f"-I{d}" for d in (source_dir(), *self.include_dirs)]
         return [
             str(self.nvcc), "-std=c++17", "-O3", "-DNDEBUG", "--expt-relaxed-constexpr",
-            "-Xcompiler=-fPIC", "-Xcompiler=-fvisibility=hidden", *gencode, *incs,
+            "-Xcompiler=-fPIC", "-Xcompiler=-fvisibility=hidden",
+            f"-gencode=arch=compute_{a},code=sm_{a}", *self.arch.defines(), *incs,
             "-c", str(source), "-o", str(obj),
         ]  # fmt: skip
 
@@ -172,11 +236,12 @@ def build(config: BuildConfig, *, jobs: int | None = None, verbose: bool = False
     """
     config.build_dir.parent.mkdir(parents=True, exist_ok=True)
     src = source_dir()
-    jobs = jobs or max(1, min(len(SOURCES), os.cpu_count() or 1))
+    sources = config.arch.sources
+    jobs = jobs or max(1, min(len(sources), os.cpu_count() or 1))
     with tempfile.TemporaryDirectory(dir=config.build_dir.parent, prefix=".cutlass-") as tmp:
         tmp_dir = Path(tmp)
-        objs = [tmp_dir / (Path(s).stem + ".o") for s in SOURCES]
-        cmds = [config.compile_command(src / s, o) for s, o in zip(SOURCES, objs, strict=True)]
+        objs = [tmp_dir / (Path(s).stem + ".o") for s in sources]
+        cmds = [config.compile_command(src / s, o) for s, o in zip(sources, objs, strict=True)]
         with concurrent.futures.ThreadPoolExecutor(jobs) as pool:
             for cmd, res in zip(cmds, pool.map(_run, cmds), strict=True):
                 if res.returncode != 0:
@@ -233,9 +298,21 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.ss_cutlass_compress.restype = c.c_int
 
 
+def _device_cc() -> tuple[int, int] | None:
+    import torch
+
+    return tuple(torch.cuda.get_device_capability()) if torch.cuda.is_available() else None
+
+
+def target() -> Arch | None:
+    """The target of the GPU this process runs on (None: no GPU, or one no target serves)."""
+    return arch_for(_device_cc())
+
+
 def load() -> ctypes.CDLL:
-    """The loaded library, built first when no copy exists. RuntimeError with the reason when
-    it cannot be built or loaded (remembered: a worker does not retry a failed build)."""
+    """The loaded library of this GPU's target, built first when no copy exists.
+    RuntimeError with the reason when it cannot be built or loaded (remembered: a worker does
+    not retry a failed build)."""
     global _lib, _error
     with _lock:
         if _lib is not None:
@@ -243,9 +320,13 @@ def load() -> ctypes.CDLL:
         if _error is not None:
             raise RuntimeError(_error)
         try:
-            path = built_library(default_build_dir())
+            reason = unsupported_reason(_device_cc())
+            if reason:
+                raise RuntimeError(reason)
+            arch = target()
+            path = built_library(default_build_dir(arch))
             if not path.is_file():
-                path = build(BuildConfig.detect())
+                path = build(BuildConfig.detect(arch))
             lib = ctypes.CDLL(str(path))
             _declare(lib)
             if lib.ss_cutlass_api_version() != API_VERSION:
@@ -260,8 +341,11 @@ def load() -> ctypes.CDLL:
 
 
 def is_built() -> bool:
-    """Whether a built library is there to load (no build needed)."""
-    return _lib is not None or built_library(default_build_dir()).is_file()
+    """Whether a built library for this GPU is there to load (no build needed)."""
+    arch = arch_for(_device_cc())
+    return _lib is not None or (
+        arch is not None and built_library(default_build_dir(arch)).is_file()
+    )
 
 
 def load_error() -> str | None:
@@ -273,13 +357,17 @@ def load_error() -> str | None:
     return None
 
 
-def unsupported_reason(cc: tuple[int, int] | None) -> str | None:
-    """Why the CUTLASS kernels cannot run on compute capability ``cc``, or None."""
+def unsupported_reason(cc: tuple[int, int] | None, dtype: str | None = None) -> str | None:
+    """Why the CUTLASS kernels cannot run on compute capability ``cc`` (for operand
+    ``dtype``, when given), or None."""
     if cc is None:
         return "no CUDA device"
-    if not (MIN_CC <= tuple(cc) <= MAX_CC):
-        arch = ", ".join(f"sm{a}" for a in ARCHS)
-        return f"the CUTLASS kernels are built for {arch} only; this GPU is cc {cc[0]}.{cc[1]}"
+    arch = arch_for(cc)
+    if arch is None:
+        have = ", ".join(f"sm{a.name} (cc {a.cc[0]}.{a.cc[1]})" for a in ARCHS.values())
+        return f"the CUTLASS kernels are built for {have}; this GPU is cc {cc[0]}.{cc[1]}"
+    if dtype is not None and dtype not in arch.dtypes:
+        return f"CUTLASS's sm{arch.name} builders make no {dtype} GEMMs (FP8 only)"
     return None
 
 

@@ -115,7 +115,7 @@ def _device_cc(device: str) -> tuple[int, int] | None:
     return tuple(torch.cuda.get_device_capability())
 
 
-def _checks(spec_name: str, device: str, cc) -> dict:
+def _checks(spec_name: str, device: str, cc, dtype: str) -> dict:
     """Keyword checks for gemm.select_backend: dtype support on this cc, extension state."""
     checks: dict[str, Any] = {}
     if cc is not None:
@@ -133,7 +133,7 @@ def _checks(spec_name: str, device: str, cc) -> dict:
     if spec.needs_cutlass and device == "cuda" and cc is not None:
         from slidesparse.native import cutlass
 
-        checks["cutlass_error"] = cutlass.load_error()
+        checks["cutlass_error"] = cutlass.unsupported_reason(cc, dtype) or cutlass.load_error()
     return checks
 
 
@@ -297,11 +297,11 @@ def _measure_baselines(ctx, dtype, out_dtype, M, N, K, seed) -> None:
         if gemm.get_spec(name).needs_cutlass:
             from slidesparse.native import cutlass
 
-            if cutlass.unsupported_reason(cc) or not cutlass.is_built():
+            if cutlass.unsupported_reason(cc, dtype) or not cutlass.is_built():
                 continue  # a baseline is not worth a CUTLASS build (minutes) in a sparse cell
         try:
             spec = gemm.select_backend(name, dtype, device=ctx.device, cc=cc,
-                                       **_checks(name, ctx.device, cc))  # fmt: skip
+                                       **_checks(name, ctx.device, cc, dtype))  # fmt: skip
             backend = gemm.make_backend(spec, ctx.device, dense)
             backend.check_out_dtype(dtype, out_dtype)
         except Unsupported:
@@ -477,7 +477,7 @@ def run(params: Mapping[str, Any], ctx: TaskContext) -> list[dict]:
         ctx = dataclasses.replace(ctx, device="cpu")
     cc = _device_cc(ctx.device)
     spec = gemm.select_backend(
-        name, dtype, device=ctx.device, cc=cc, **_checks(name, ctx.device, cc)
+        name, dtype, device=ctx.device, cc=cc, **_checks(name, ctx.device, cc, dtype)
     )
     backend = gemm.make_backend(spec, ctx.device, pattern)
     backend.check_out_dtype(dtype, out_dtype)

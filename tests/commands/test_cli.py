@@ -45,6 +45,7 @@ def test_patterns_table(capsys):
         ["patterns", "--K", "-5"],
         ["verify", "--model", "GPT-5"],
         ["verify", "--sparsity", "2_7"],
+        ["build-kernels", "--cutlass-arch", "89"],  # refused before any compiling
     ],
 )
 def test_bad_input_one_line_exit_2(args):

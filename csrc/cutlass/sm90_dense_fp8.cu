@@ -1,0 +1,4 @@
+// sm90 dense fp8 configurations: see sm90_dense.inc.
+#define SS_OPERAND cutlass::float_e4m3_t
+#define SS_FAMILY_FN dense_fp8
+#include "sm90_dense.inc"
