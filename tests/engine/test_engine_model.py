@@ -58,9 +58,16 @@ def test_slidesparse_logits_equal_w8a8(folders, family, dtype, device):
 def test_slidesparse_logits_equal_w8a8_on_each_gemm(folders, dtype, gemm):
     """The same on each GPU GEMM path: CUTLASS with the scales in its epilogue, and
     cuBLASLt / cuSPARSELt with a dequant pass (INT8 bitwise on both)."""
-    if gemm == "cutlass" and torch.cuda.get_device_capability() != (9, 0):
-        pytest.skip("the CUTLASS kernels are sm90a only")
+    reason = _cutlass_reason(dtype) if gemm == "cutlass" else None
+    if reason:
+        pytest.skip(reason)
     _check_logits(folders["qwen2"], dtype, "cuda", gemm)
+
+
+def _cutlass_reason(dtype: str) -> str | None:
+    from slidesparse.native import cutlass
+
+    return cutlass.unsupported_reason(tuple(torch.cuda.get_device_capability()), dtype)
 
 
 def _check_logits(folder, dtype, device, gemm):
@@ -100,8 +107,9 @@ def _families(eng) -> dict:
 def test_auto_routes_each_linear_to_a_kind_it_timed(folders, pattern):
     """auto keeps both weight forms and routes every linear per padded M to the faster of
     the fused-scale CUTLASS GEMM and cuBLASLt / cuSPARSELt + dequant, whose logits agree."""
-    if torch.cuda.get_device_capability() != (9, 0):
-        pytest.skip("the CUTLASS kernels are sm90a only")
+    reason = _cutlass_reason("int8")
+    if reason:
+        pytest.skip(reason)
     kw = dict(dtype="int8", device="cuda", weight_cache=False)
     backend = "w8a8" if pattern is None else "slidesparse"
     auto = build_engine(folders["qwen2"], backend, sparsity=pattern, gemm="auto", **kw)
