@@ -23,7 +23,8 @@ def test_every_backend_registers_with_metadata():
     assert set(gemm.baseline_names()) == {"cpu-ref", "torch-builtin", "cublaslt", "cutlass"}
     for name in ("cutlass", "cutlass-sparse"):
         assert specs[name].needs_cutlass and specs[name].dtypes == ("int8", "fp8"), name
-        assert specs[name].min_cc == specs[name].max_cc == (9, 0), name
+        # The span of the library's targets; the library names the gaps (sm103, INT8 on sm120).
+        assert (specs[name].min_cc, specs[name].max_cc) == ((9, 0), (12, 1)), name
     for name, spec in specs.items():  # the registered class is that backend, and writes
         for p in ("dense", "2_8"):
             cls = spec.cls.for_pattern("cpu", parse_pattern(p)) if name == "cpu-ref" else spec.cls
@@ -36,9 +37,17 @@ def test_cutlass_reasons_name_the_gpu_and_the_library():
     assert "needs compute capability >= (9, 0)" in gemm.unsupported_reason(
         spec, "fp8", device="cuda", cc=(8, 9)
     )
-    assert "built for compute capability <= (9, 0) only" in gemm.unsupported_reason(
-        spec, "int8", device="cuda", cc=(10, 0)
+    assert "built for compute capability <= (12, 1) only" in gemm.unsupported_reason(
+        spec, "int8", device="cuda", cc=(13, 0)
     )
+    from slidesparse.native import cutlass
+
+    # Inside the span, a cc no target serves, or a dtype its target lacks, is the library's.
+    for cc, dtype, want in (((10, 3), "fp8", "this GPU is cc 10.3"),
+                            ((12, 0), "int8", "sm120a builders make no int8")):  # fmt: skip
+        err = cutlass.unsupported_reason(cc, dtype)
+        why = gemm.unsupported_reason(spec, dtype, device="cuda", cc=cc, cutlass_error=err)
+        assert why.startswith("CUTLASS library unavailable") and want in why, why
     assert "does not implement fp16" in gemm.unsupported_reason(
         spec, "fp16", device="cuda", cc=(9, 0)
     )
