@@ -66,11 +66,9 @@ def _cutlass_targets(lib, text: str | None) -> list:
     CI build) every one."""
     if text is not None:
         return lib.parse_archs(text)
-    import torch
-
-    if not torch.cuda.is_available():
+    cc = lib.device_cc()
+    if cc is None:
         return lib.parse_archs("all")
-    cc = tuple(torch.cuda.get_device_capability())
     reason = lib.unsupported_reason(cc)
     if reason:
         raise UserError(f"{reason}; pass --no-cutlass, or --cutlass-arch to build for others")

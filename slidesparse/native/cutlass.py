@@ -298,7 +298,8 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.ss_cutlass_compress.restype = c.c_int
 
 
-def _device_cc() -> tuple[int, int] | None:
+def device_cc() -> tuple[int, int] | None:
+    """This process's GPU compute capability (None: no CUDA device)."""
     import torch
 
     return tuple(torch.cuda.get_device_capability()) if torch.cuda.is_available() else None
@@ -306,7 +307,7 @@ def _device_cc() -> tuple[int, int] | None:
 
 def target() -> Arch | None:
     """The target of the GPU this process runs on (None: no GPU, or one no target serves)."""
-    return arch_for(_device_cc())
+    return arch_for(device_cc())
 
 
 def load() -> ctypes.CDLL:
@@ -320,10 +321,11 @@ def load() -> ctypes.CDLL:
         if _error is not None:
             raise RuntimeError(_error)
         try:
-            reason = unsupported_reason(_device_cc())
+            cc = device_cc()
+            reason = unsupported_reason(cc)
             if reason:
                 raise RuntimeError(reason)
-            arch = target()
+            arch = arch_for(cc)
             path = built_library(default_build_dir(arch))
             if not path.is_file():
                 path = build(BuildConfig.detect(arch))
@@ -342,7 +344,7 @@ def load() -> ctypes.CDLL:
 
 def is_built() -> bool:
     """Whether a built library for this GPU is there to load (no build needed)."""
-    arch = arch_for(_device_cc())
+    arch = target()
     return _lib is not None or (
         arch is not None and built_library(default_build_dir(arch)).is_file()
     )
